@@ -1,0 +1,1 @@
+"""LMSF-A instance segmentation in JAX/Flax (arXiv 2512.21984)."""

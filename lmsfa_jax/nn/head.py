@@ -1,0 +1,157 @@
+"""LMSH head (the reference's Segment_LSCD): shared GroupNorm convs, per-level Scale, DFL,
+mask-coefficient branches and the Proto module. NHWC."""
+from typing import Any, Sequence
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from lmsfa_jax.nn.conv import TORCH_CONV_INIT, Conv, ConvGN, conv2d
+
+REG_MAX = 16
+NUM_MASKS = 32
+STRIDES = (8, 16, 32)
+# PyTorch takes a transposed conv's fan-in from weight dim 1 (out channels × k²).
+TORCH_TRANSPOSED_INIT = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform", in_axis=-1, out_axis=-2)
+
+
+class Scale(nn.Module):
+    """Multiplies by one learnable scalar (param `scale`, shape ())."""
+
+    @nn.compact
+    def __call__(self, x):
+        return x * self.param("scale", nn.initializers.ones_init(), ()).astype(x.dtype)
+
+
+def dfl_expectation(box_logits, reg_max: int = REG_MAX):
+    """DFL: (..., 4·reg_max) logits, side-major (l, t, r, b) -> (..., 4) expected bin index.
+
+    Softmax over each side's bins, then Σ_k k·p_k (the reference's fixed 1×1 conv of 0..reg_max−1).
+    """
+    probs = jax.nn.softmax(box_logits.reshape(*box_logits.shape[:-1], 4, reg_max), axis=-1)
+    return probs @ jnp.arange(reg_max, dtype=probs.dtype)
+
+
+def make_anchors(feature_hw: Sequence[tuple[int, int]], strides: Sequence[int] = STRIDES):
+    """Anchor centres (N, 2) as (x + 0.5, y + 0.5) in grid units and their strides (N, 1).
+
+    Levels in the given order, row-major (y outer, x inner) inside a level.
+    """
+    points, stride_col = [], []
+    for (h, w), s in zip(feature_hw, strides):
+        ys, xs = jnp.meshgrid(jnp.arange(h) + 0.5, jnp.arange(w) + 0.5, indexing="ij")
+        points.append(jnp.stack([xs.ravel(), ys.ravel()], axis=-1))
+        stride_col.append(jnp.full((h * w, 1), float(s)))
+    return jnp.concatenate(points).astype(jnp.float32), jnp.concatenate(stride_col)
+
+
+def dist_to_xywh(dist, anchor_points):
+    """(…, N, 4) distances (l, t, r, b) around (N, 2) anchors -> (…, N, 4) boxes (cx, cy, w, h)."""
+    lt, rb = dist[..., :2], dist[..., 2:]
+    x1y1, x2y2 = anchor_points - lt, anchor_points + rb
+    return jnp.concatenate([(x1y1 + x2y2) / 2, x2y2 - x1y1], axis=-1)
+
+
+class ConvTranspose2x2(nn.Module):
+    """ConvTranspose2d(k=2, s=2, p=0) with bias: out[2i+a, 2j+b, o] = bias[o] + Σ_c x[i, j, c]·W[a, b, c, o].
+
+    (B, H, W, C) -> (B, 2H, 2W, features). Params: kernel (2, 2, C, features), bias (features,).
+    (PyTorch stores this kernel as (C, features, 2, 2).)
+    """
+    features: int
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, x):
+        b, h, w, c = x.shape
+        kernel = self.param("kernel", TORCH_TRANSPOSED_INIT, (2, 2, c, self.features))
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        dtype = self.dtype or x.dtype
+        y = jnp.einsum("nijc,abco->niajbo", x.astype(dtype), kernel.astype(dtype))
+        return y.reshape(b, 2 * h, 2 * w, self.features) + bias.astype(dtype)
+
+
+class Proto(nn.Module):
+    """YOLOv8 Proto: Conv 3×3 -> ConvTranspose 2×2 s2 -> Conv 3×3 -> Conv 1×1 to `num_masks`.
+
+    (B, H, W, C) -> (B, 2H, 2W, num_masks). Torch names: cv1, upsample, cv2, cv3.
+    """
+    hidden: int = 256
+    num_masks: int = NUM_MASKS
+    deploy: bool = False
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        kw = dict(deploy=self.deploy, dtype=self.dtype)
+        x = Conv(self.hidden, 3, name="cv1", **kw)(x, train)
+        x = ConvTranspose2x2(self.hidden, self.dtype, name="upsample")(x)
+        x = Conv(self.hidden, 3, name="cv2", **kw)(x, train)
+        return Conv(self.num_masks, 1, name="cv3", **kw)(x, train)
+
+
+class LMSH(nn.Module):
+    """Lightweight multi-scale segmentation head (Segment_LSCD), inputs [P3, P4, P5].
+
+    Per level i: f = ConvGN_i(1×1 -> hidden); f = share_conv(f) (two ConvGN 3×3 shared by all
+    levels); map_i = concat[Scale_i(cv2(f)), cv3(f)] with 4·reg_max box logits then nc class
+    logits. Mask coefficients per level: ConvGN 1×1 -> ConvGN 3×3 -> 1×1 conv (own weights).
+    Protos = Proto(P3).
+
+    train=True returns (maps, mask_coef, protos): maps a list of (B, H_i, W_i, 4·reg_max + nc),
+    mask_coef (B, N, num_masks), protos (B, 2·H_3, 2·W_3, num_masks). train=False returns
+    (decoded (B, N, 4 + nc + num_masks), protos); decoded boxes are (cx, cy, w, h) in input
+    pixels, then class probabilities, then mask coefficients.
+    """
+    num_classes: int
+    hidden: int = 256
+    proto_hidden: int = 256
+    num_masks: int = NUM_MASKS
+    reg_max: int = REG_MAX
+    strides: Sequence[int] = STRIDES
+    deploy: bool = False
+    dtype: Any = None
+
+    def setup(self):
+        nc, nl = self.num_classes, len(self.strides)
+        box_bias, cls_bias = 1.0, math.log(5 / nc / (640 / 16) ** 2)
+        self.stems = [ConvGN(self.hidden, 1, self.dtype, name=f"conv_{i}_0") for i in range(nl)]
+        self.share_conv = [ConvGN(self.hidden, 3, self.dtype, name=f"share_conv_{j}") for j in range(2)]
+        self.cv2 = nn.Conv(4 * self.reg_max, (1, 1), dtype=self.dtype, name="cv2", kernel_init=TORCH_CONV_INIT,
+                           bias_init=nn.initializers.constant(box_bias))
+        self.cv3 = nn.Conv(nc, (1, 1), dtype=self.dtype, name="cv3", kernel_init=TORCH_CONV_INIT,
+                           bias_init=nn.initializers.constant(cls_bias))
+        self.scales = [Scale(name=f"scale_{i}") for i in range(nl)]
+        self.proto = Proto(self.proto_hidden, self.num_masks, self.deploy, self.dtype, name="proto")
+        c4 = max(self.hidden // 4, self.num_masks)
+        self.cv4 = [(ConvGN(c4, 1, self.dtype, name=f"cv4_{i}_0"),
+                     ConvGN(c4, 3, self.dtype, name=f"cv4_{i}_1"),
+                     conv2d(self.num_masks, 1, use_bias=True, dtype=self.dtype, name=f"cv4_{i}_2"))
+                    for i in range(nl)]
+
+    def __call__(self, xs: Sequence, train: bool = False):
+        b = xs[0].shape[0]
+        protos = self.proto(xs[0], train)
+        mask_coef = jnp.concatenate(
+            [c(bb(a(x))).reshape(b, -1, self.num_masks) for (a, bb, c), x in zip(self.cv4, xs)], axis=1)
+        maps = []
+        for i, x in enumerate(xs):
+            f = self.stems[i](x)
+            for conv in self.share_conv:
+                f = conv(f)
+            maps.append(jnp.concatenate([self.scales[i](self.cv2(f)), self.cv3(f)], axis=-1))
+        if train:
+            return maps, mask_coef, protos
+        return self.decode(maps, mask_coef), protos
+
+    def decode(self, maps, mask_coef):
+        """Per-level maps + mask coefficients -> (B, N, 4 + nc + num_masks) inference tensor."""
+        b = maps[0].shape[0]
+        flat = jnp.concatenate([m.reshape(b, -1, m.shape[-1]) for m in maps], axis=1)
+        box_logits, cls_logits = flat[..., :4 * self.reg_max], flat[..., 4 * self.reg_max:]
+        anchors, strides = make_anchors([m.shape[1:3] for m in maps], self.strides)
+        boxes = dist_to_xywh(dfl_expectation(box_logits, self.reg_max), anchors) * strides
+        return jnp.concatenate(
+            [boxes.astype(flat.dtype), jax.nn.sigmoid(cls_logits), mask_coef.astype(flat.dtype)], axis=-1)
