@@ -156,7 +156,13 @@ class LMSFA(nn.Module):
     dtype: Any = None
 
     @nn.compact
-    def __call__(self, images, train: bool = False):
+    def __call__(self, images, train: bool = False, decode: bool | None = None):
+        """images (B, H, W, 3) -> (decoded, protos) if decode else (maps, mask_coef, protos).
+
+        decode defaults to `not train`; train=True uses batch statistics (apply with
+        mutable=['batch_stats']), decode=False with train=False gives the raw head outputs
+        under running statistics (e.g. for a validation loss).
+        """
         check_images(images)
         if train and self.deploy:
             raise ValueError("a deploy=True model is inference-only; train the training-form model")
@@ -172,6 +178,6 @@ class LMSFA(nn.Module):
             module = _MODULES[layer.module](name=f"model_{i}", **kwargs)
             inputs = [outputs[s] if s >= 0 else x for s in layer.sources]
             arg = inputs if layer.module in _MULTI_INPUT else inputs[0]
-            x = module(arg, train=train)
+            x = module(arg, train=train, decode=decode) if layer.module == "LMSH" else module(arg, train=train)
             outputs.append(x)
         return x

@@ -19,3 +19,30 @@ def golden_dir():
     if not GOLDEN_DIR.is_dir():
         pytest.fail(f"golden data not found at {GOLDEN_DIR} (expected ../shared/golden beside the checkout)")
     return GOLDEN_DIR
+
+
+@pytest.fixture(scope="session")
+def golden(golden_dir):
+    """The reference model's golden file: weights under PyTorch names plus recorded tensors."""
+    import numpy as np
+
+    with np.load(golden_dir / "lmsfa_n_nc4_golden.npz") as data:
+        return {k: data[k] for k in data.files}
+
+
+@pytest.fixture(scope="session")
+def golden_state_dict(golden):
+    return {k: v for k, v in golden.items() if k.startswith("model.")}
+
+
+@pytest.fixture(scope="session")
+def golden_variables(golden_state_dict):
+    from lmsfa_jax.weights import from_torch_state_dict
+
+    return from_torch_state_dict(golden_state_dict, num_classes=4, scale="n")
+
+
+@pytest.fixture(scope="session")
+def golden_input(golden):
+    """The golden input as NHWC float32 (1, 256, 256, 3)."""
+    return golden["input"].transpose(0, 2, 3, 1)

@@ -100,8 +100,8 @@ class LMSH(nn.Module):
     logits. Mask coefficients per level: ConvGN 1×1 -> ConvGN 3×3 -> 1×1 conv (own weights).
     Protos = Proto(P3).
 
-    train=True returns (maps, mask_coef, protos): maps a list of (B, H_i, W_i, 4·reg_max + nc),
-    mask_coef (B, N, num_masks), protos (B, 2·H_3, 2·W_3, num_masks). train=False returns
+    decode=False (the default when train=True) returns (maps, mask_coef, protos): maps a list of (B, H_i, W_i, 4·reg_max + nc),
+    mask_coef (B, N, num_masks), protos (B, 2·H_3, 2·W_3, num_masks). decode=True returns
     (decoded (B, N, 4 + nc + num_masks), protos); decoded boxes are (cx, cy, w, h) in input
     pixels, then class probabilities, then mask coefficients.
     """
@@ -131,7 +131,7 @@ class LMSH(nn.Module):
                      conv2d(self.num_masks, 1, use_bias=True, dtype=self.dtype, name=f"cv4_{i}_2"))
                     for i in range(nl)]
 
-    def __call__(self, xs: Sequence, train: bool = False):
+    def __call__(self, xs: Sequence, train: bool = False, decode: bool | None = None):
         b = xs[0].shape[0]
         protos = self.proto(xs[0], train)
         mask_coef = jnp.concatenate(
@@ -142,7 +142,7 @@ class LMSH(nn.Module):
             for conv in self.share_conv:
                 f = conv(f)
             maps.append(jnp.concatenate([self.scales[i](self.cv2(f)), self.cv3(f)], axis=-1))
-        if train:
+        if not (not train if decode is None else decode):
             return maps, mask_coef, protos
         return self.decode(maps, mask_coef), protos
 

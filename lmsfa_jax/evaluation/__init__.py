@@ -1,0 +1,1 @@
+"""Evaluation: on-device post-processing, COCO / Ultralytics-style metrics, plots."""

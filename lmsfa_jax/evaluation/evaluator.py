@@ -1,0 +1,162 @@
+"""Runs a model over a dataset split in fixed-shape batches and scores it (used by evaluate.py,
+predict.py and training's periodic validation).
+
+    apply_fn = lambda variables, images: model.apply(variables, images, train=False)
+    report = evaluate_split(apply_fn, variables, reader, image_size=640, batch_size=16)
+    report.metrics      # coco.evaluate's JSON-ready dict (+ "speed_ms_per_image")
+    report.results      # COCO results list (predictions.json)
+
+`reader` is any sequence of dataset examples (`lmsfa_jax.data.reader.SplitReader`) with a
+`class_names` attribute. Images are letterboxed to image_size x image_size; the last batch is
+padded with blank images so that nothing recompiles.
+"""
+import functools
+import importlib.util
+import pathlib
+import time
+from typing import Any, Callable, NamedTuple
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from lmsfa_jax.data import transforms
+from lmsfa_jax.evaluation import coco
+from lmsfa_jax.evaluation import postprocess as pp
+
+
+class Prepared(NamedTuple):
+    """A letterboxed image: image (S, S, 3) float32 in [0, 1], ratio, pad (x, y), original (H, W)."""
+    image: np.ndarray
+    ratio: float
+    pad: tuple
+    original_hw: tuple
+
+
+class EvalReport(NamedTuple):
+    metrics: dict
+    curves: dict
+    results: list
+    ground_truth: dict
+
+
+def prepare_image(image, image_size):
+    """RGB uint8 (H, W, 3) -> `Prepared` (letterboxed, scaled to [0, 1])."""
+    boxed, ratio, pad = transforms.letterbox(image, image_size)
+    return Prepared(boxed.astype(np.float32) / 255.0, ratio, tuple(pad), image.shape[:2])
+
+
+def make_predictor(apply_fn: Callable[[Any, jax.Array], tuple], **postprocess_kwargs):
+    """Jitted (variables, images (B, S, S, 3)) -> (decoded, protos) and protos-side post-processing.
+
+    Returns (infer, post): infer(variables, images) -> (decoded, protos);
+    post(decoded, protos) -> `postprocess.Detections`. Kept separate so each can be timed.
+    """
+    infer = jax.jit(apply_fn)
+    post = jax.jit(functools.partial(pp.postprocess, **postprocess_kwargs))
+    return infer, post
+
+
+def detections_to_original(detections, index, prepared, image_size):
+    """Image `index` of a host-side Detections batch -> boxes, scores, classes, masks in original
+    pixels (boxes (D, 4) xyxy, masks (D, H, W) uint8), D = its valid count."""
+    count = int(detections.count[index])
+    boxes = pp.boxes_to_original(detections.boxes[index, :count], prepared.ratio, prepared.pad,
+                                 prepared.original_hw)
+    masks = pp.masks_to_original(detections.masks[index, :count], boxes, prepared.ratio, prepared.pad,
+                                 prepared.original_hw, (image_size, image_size))
+    return {"boxes": boxes, "scores": np.asarray(detections.scores[index, :count]),
+            "classes": np.asarray(detections.classes[index, :count]), "masks": masks}
+
+
+def _batches(n, batch_size):
+    return [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
+
+
+def run_split(apply_fn, variables, reader, *, image_size, batch_size, on_image=None, progress=True,
+              conf_threshold=0.001, iou_threshold=0.7, max_det=300, multi_label=True,
+              retina_masks=False):
+    """Predicts every example of `reader` -> (results, ground-truth examples, timings in ms/image).
+
+    on_image(example, instances) is called per image with the original-pixel instances (for
+    overlays). Timings: preprocess (decode + letterbox), inference (model), postprocess (device
+    post-processing + mapping to the original + RLE), after a compiling warm-up call. Batches are
+    padded to batch_size, so with small final batches inference time per image is pessimistic.
+    """
+    infer, post = make_predictor(apply_fn, conf_threshold=conf_threshold, iou_threshold=iou_threshold,
+                                 max_det=max_det, multi_label=multi_label, retina_masks=retina_masks)
+    results, examples = [], []
+    seconds = {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
+    timed_images = 0
+    batches = _batches(len(reader), batch_size)
+    for number, indices in enumerate(tqdm(batches, desc="evaluate", disable=not progress)):
+        t0 = time.perf_counter()
+        batch_examples = [reader[i] for i in indices]
+        prepared = [prepare_image(ex["image"], image_size) for ex in batch_examples]
+        images = np.zeros((batch_size, image_size, image_size, 3), np.float32)
+        images[:len(prepared)] = [p.image for p in prepared]
+        if number == 0:  # compile outside the timings
+            jax.block_until_ready(post(*infer(variables, images)))
+        t1 = time.perf_counter()
+        decoded, protos = jax.block_until_ready(infer(variables, images))
+        t2 = time.perf_counter()
+        detections = jax.device_get(post(decoded, protos))
+        for k, (example, prep) in enumerate(zip(batch_examples, prepared)):
+            instances = detections_to_original(detections, k, prep, image_size)
+            results += coco.detections_to_results(example["image_id"], **instances)
+            if on_image is not None:
+                on_image(example, instances)
+            example.pop("image")  # keep only the annotations
+            examples.append(example)
+        t3 = time.perf_counter()
+        for key, dt in zip(seconds, (t1 - t0, t2 - t1, t3 - t2)):
+            seconds[key] += dt
+    timings = {key: 1000 * s / max(len(reader), 1) for key, s in seconds.items()}
+    return results, examples, timings
+
+
+def evaluate_split(apply_fn, variables, reader, *, image_size, batch_size, **kwargs):
+    """`run_split` then `coco.evaluate` -> EvalReport; metrics gain "speed_ms_per_image"."""
+    results, examples, timings = run_split(apply_fn, variables, reader, image_size=image_size,
+                                           batch_size=batch_size, **kwargs)
+    ground_truth = coco.coco_ground_truth(examples, reader.class_names)
+    metrics, curves = coco.evaluate(ground_truth, results, reader.class_names)
+    metrics["speed_ms_per_image"] = timings
+    return EvalReport(metrics, curves, results, ground_truth)
+
+
+def load_variables(workdir, checkpoint="best"):
+    """Model variables {'params', 'batch_stats'} of a training run: checkpoint 'best', 'latest' or a
+    path. Delegates to `lmsfa_jax.training.checkpoints.restore_variables` (owned by training)."""
+    try:
+        from lmsfa_jax.training import checkpoints  # pylint: disable=g-import-not-at-top
+    except ImportError as e:
+        raise RuntimeError("loading checkpoints needs lmsfa_jax.training.checkpoints, which is not "
+                           "installed in this checkout; evaluate with --random-init instead") from e
+    return checkpoints.restore_variables(workdir, checkpoint)
+
+
+def build_model_and_variables(config, workdir, checkpoint, random_init=False, seed=0):
+    """(apply_fn, variables) for config.model; random_init skips the checkpoint (smoke tests)."""
+    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+    from lmsfa_jax.model import LMSFA  # pylint: disable=g-import-not-at-top
+    model = LMSFA(num_classes=config.model.num_classes, scale=config.model.scale,
+                  depthwise_impl=config.model.get("depthwise_impl", "auto"))
+    if random_init:
+        size = config.data.image_size
+        variables = jax.jit(functools.partial(model.init, train=False))(
+            jax.random.key(seed), jnp.zeros((1, size, size, 3), jnp.float32))
+    else:
+        variables = load_variables(workdir, checkpoint)
+    return (lambda v, images: model.apply(v, images, train=False)), variables
+
+
+def load_config(path):
+    """get_config() of a Python config file; FileNotFoundError names a missing file."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    spec = importlib.util.spec_from_file_location(f"lmsfa_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
