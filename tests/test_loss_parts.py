@@ -2,7 +2,7 @@
 import jax.numpy as jnp
 import numpy as np
 
-from lmsfa_jax.losses.anchors import dfl_expectation, dist2bbox, make_anchors
+from lmsfa_jax.anchors import dfl_expectation, dist2bbox, make_anchors
 from lmsfa_jax.losses.assigner import tal_assign
 from lmsfa_jax.losses.box import bbox_ciou
 

@@ -23,7 +23,7 @@ from typing import Mapping, Optional, Sequence, Tuple
 import jax
 import jax.numpy as jnp
 
-from lmsfa_jax.losses.anchors import dfl_expectation, dist2bbox, make_anchors
+from lmsfa_jax.anchors import dfl_expectation, dist2bbox, make_anchors
 from lmsfa_jax.losses.assigner import tal_assign
 from lmsfa_jax.losses.box import bbox2dist, bbox_ciou, dfl_loss
 from lmsfa_jax.losses.mask import bce_with_logits, instance_mask_losses

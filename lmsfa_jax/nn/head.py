@@ -8,6 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lmsfa_jax.anchors import dfl_expectation, dist2bbox, make_anchors, xyxy_to_cxcywh
 from lmsfa_jax.nn.conv import TORCH_CONV_INIT, Conv, ConvGN, conv2d
 
 REG_MAX = 16
@@ -23,35 +24,6 @@ class Scale(nn.Module):
     @nn.compact
     def __call__(self, x):
         return x * self.param("scale", nn.initializers.ones_init(), ()).astype(x.dtype)
-
-
-def dfl_expectation(box_logits, reg_max: int = REG_MAX):
-    """DFL: (..., 4·reg_max) logits, side-major (l, t, r, b) -> (..., 4) expected bin index.
-
-    Softmax over each side's bins, then Σ_k k·p_k (the reference's fixed 1×1 conv of 0..reg_max−1).
-    """
-    probs = jax.nn.softmax(box_logits.reshape(*box_logits.shape[:-1], 4, reg_max), axis=-1)
-    return probs @ jnp.arange(reg_max, dtype=probs.dtype)
-
-
-def make_anchors(feature_hw: Sequence[tuple[int, int]], strides: Sequence[int] = STRIDES):
-    """Anchor centres (N, 2) as (x + 0.5, y + 0.5) in grid units and their strides (N, 1).
-
-    Levels in the given order, row-major (y outer, x inner) inside a level.
-    """
-    points, stride_col = [], []
-    for (h, w), s in zip(feature_hw, strides):
-        ys, xs = jnp.meshgrid(jnp.arange(h) + 0.5, jnp.arange(w) + 0.5, indexing="ij")
-        points.append(jnp.stack([xs.ravel(), ys.ravel()], axis=-1))
-        stride_col.append(jnp.full((h * w, 1), float(s)))
-    return jnp.concatenate(points).astype(jnp.float32), jnp.concatenate(stride_col)
-
-
-def dist_to_xywh(dist, anchor_points):
-    """(…, N, 4) distances (l, t, r, b) around (N, 2) anchors -> (…, N, 4) boxes (cx, cy, w, h)."""
-    lt, rb = dist[..., :2], dist[..., 2:]
-    x1y1, x2y2 = anchor_points - lt, anchor_points + rb
-    return jnp.concatenate([(x1y1 + x2y2) / 2, x2y2 - x1y1], axis=-1)
 
 
 class ConvTranspose2x2(nn.Module):
@@ -152,6 +124,6 @@ class LMSH(nn.Module):
         flat = jnp.concatenate([m.reshape(b, -1, m.shape[-1]) for m in maps], axis=1)
         box_logits, cls_logits = flat[..., :4 * self.reg_max], flat[..., 4 * self.reg_max:]
         anchors, strides = make_anchors([m.shape[1:3] for m in maps], self.strides)
-        boxes = dist_to_xywh(dfl_expectation(box_logits, self.reg_max), anchors) * strides
+        boxes = xyxy_to_cxcywh(dist2bbox(dfl_expectation(box_logits, self.reg_max), anchors)) * strides
         return jnp.concatenate(
             [boxes.astype(flat.dtype), jax.nn.sigmoid(cls_logits), mask_coef.astype(flat.dtype)], axis=-1)
