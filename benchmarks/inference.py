@@ -11,9 +11,9 @@ import statistics
 import time
 
 import jax
-import jax.numpy as jnp
 
 from lmsfa_jax import LMSFA, reparameterize
+from lmsfa_jax.model import init_variables
 
 
 def timed_calls(fn, args, runs: int) -> list[float]:
@@ -49,7 +49,7 @@ def main():
     print(f"backend {jax.default_backend()} ({jax.devices()[0].device_kind}), {args.size}×{args.size}, "
           f"median of {args.runs} runs after warm-up")
     base = LMSFA(num_classes=4)
-    variables = jax.jit(base.init)(jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
+    variables = init_variables(base)
     deploy_variables = jax.jit(reparameterize)(variables)
     header = f"{'depthwise':<10}{'form':<9}{'compile s':>10}{'b1 ms':>10}{f'b{args.batch} img/s':>12}"
     print(header)

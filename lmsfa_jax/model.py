@@ -1,7 +1,7 @@
 """LMSF-A: the whole network, built from a declarative layer table like the reference YAML.
 
     model = LMSFA(num_classes=4, scale="n")
-    variables = model.init(jax.random.key(0), jnp.zeros((1, 640, 640, 3)))
+    variables = init_variables(model, seed=0)      # == model.init(key, images), but faster
     decoded, protos = model.apply(variables, images)                       # eval
     (maps, mask_coef, protos), updates = model.apply(
         variables, images, train=True, mutable=["batch_stats"])            # training
@@ -9,10 +9,12 @@
 images: (B, H, W, 3) float in [0, 1], H and W multiples of 32. See `LMSH` for the outputs.
 Layer i's Flax module is named `model_{i}`, matching PyTorch's `model.{i}`.
 """
+import functools
 import math
 from typing import Any, NamedTuple
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from lmsfa_jax.nn import LMSH, SPPF, SSFF, TFE, Add, C2fPro, Concat, Conv
@@ -181,3 +183,34 @@ class LMSFA(nn.Module):
             x = module(arg, train=train, decode=decode) if layer.module == "LMSH" else module(arg, train=train)
             outputs.append(x)
         return x
+
+
+INIT_IMAGE_SHAPE = (1, 64, 64, 3)   # variable shapes do not depend on the image size
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted_init(model: LMSFA):
+    return jax.jit(functools.partial(model.init, train=False))
+
+
+def init_variables(model: LMSFA, seed: int = 0) -> dict:
+    """Random variables ({'params', 'batch_stats'}, or {'params'} for deploy) for `model`.
+
+    Same as `model.init` on a small dummy image, with two savings: the jitted init is cached per
+    model configuration, and the key uses the 'rbg' PRNG, which compiles the ~350 parameter
+    draws about twice as fast as the default threefry on CPU.
+    """
+    key = jax.random.key(seed, impl="rbg")
+    return _jitted_init(model)(key, jnp.zeros(INIT_IMAGE_SHAPE, jnp.float32))
+
+
+COMPUTE_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
+
+
+def model_from_config(config, deploy: bool = False) -> LMSFA:
+    """LMSFA from a run config: config.model.{num_classes, scale, depthwise_impl}, config.dtype."""
+    dtype = config.get("dtype", "float32")
+    if dtype not in COMPUTE_DTYPES:
+        raise ValueError(f"config.dtype must be one of {sorted(COMPUTE_DTYPES)}, got {dtype!r}")
+    return LMSFA(num_classes=config.model.num_classes, scale=config.model.scale, deploy=deploy,
+                 depthwise_impl=config.model.get("depthwise_impl", "auto"), dtype=COMPUTE_DTYPES[dtype])

@@ -10,6 +10,7 @@ score, box xyxy in original pixels, mask as COCO RLE). Prints batch-1 latency an
 import argparse
 import json
 import pathlib
+import sys
 import time
 
 import cv2
@@ -111,7 +112,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", required=True, help="training run directory")
     parser.add_argument("--source", required=True, help="image, folder of images or video file")
-    parser.add_argument("--config", default=None, help="config file (default: WORKDIR/config.py)")
+    parser.add_argument("--config", default=None, help="config file (.py or .json; default: WORKDIR/config.json)")
     parser.add_argument("--checkpoint", default="best", help="best, latest or a checkpoint path")
     parser.add_argument("--conf", type=float, default=0.25, help="confidence threshold")
     parser.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold")
@@ -120,13 +121,17 @@ def main(argv=None):
     parser.add_argument("--random-init", action="store_true", help="randomly initialised model (smoke test)")
     args = parser.parse_args(argv)
 
-    workdir = pathlib.Path(args.workdir)
-    config = evaluator.load_config(args.config or workdir / "config.py")
+    workdir, source = pathlib.Path(args.workdir), pathlib.Path(args.source)
+    try:
+        if not source.exists():
+            raise FileNotFoundError(f"source not found: {source}")
+        config = evaluator.load_config(args.config or workdir / "config.json")
+        apply_fn, variables = evaluator.build_model_and_variables(
+            config, workdir, args.checkpoint, random_init=args.random_init)
+    except FileNotFoundError as e:  # missing config, checkpoint or source
+        sys.exit(f"error: {e}")
     out = pathlib.Path(args.out) if args.out else workdir / "predict"
     out.mkdir(parents=True, exist_ok=True)
-    apply_fn, variables = evaluator.build_model_and_variables(
-        config, workdir, args.checkpoint, random_init=args.random_init)
-    source = pathlib.Path(args.source)
     video_fps = None
     if source.suffix.lower() in VIDEO_SUFFIXES:
         video_fps = cv2.VideoCapture(str(source)).get(cv2.CAP_PROP_FPS) or 25.0

@@ -6,12 +6,11 @@ training form and the re-parameterised (deploy) form, with XLA's own cost estima
 import math
 import sys
 
-import flax
 import jax
 import jax.numpy as jnp
 
 from lmsfa_jax.flops import conv_flops_by_layer
-from lmsfa_jax.model import LMSFA, resolve_layers
+from lmsfa_jax.model import LMSFA, init_variables, resolve_layers
 
 
 def count_params(tree) -> int:
@@ -66,7 +65,7 @@ def format_table(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    from absl import app, flags  # noqa: F401  (flags parsed below)
+    from absl import flags
     from ml_collections import config_flags
 
     flag_values = flags.FlagValues()
@@ -82,7 +81,7 @@ def main(argv=None) -> int:
     from lmsfa_jax.reparam import reparameterize  # deploy form
 
     model = LMSFA(num_classes=num_classes, scale=scale)
-    variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
+    variables = init_variables(model)
     rows, totals = summarize(model, variables, size)
     deploy_model = LMSFA(num_classes=num_classes, scale=scale, deploy=True)
     deploy_variables = jax.jit(reparameterize)(variables)

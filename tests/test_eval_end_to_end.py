@@ -53,7 +53,9 @@ def test_predict_folder_and_video(tmp_path, capsys):
     from lmsfa_jax import predict
     workdir = tmp_path / "run"
     workdir.mkdir()
-    (workdir / "config.py").write_text(CONFIG.format(name="not_built", data_dir=str(tmp_path / "none")))
+    config = {"seed": 0, "batch_size": 2, "model": {"num_classes": 4, "scale": "n", "depthwise_impl": "auto"},
+              "data": {"name": "not_built", "data_dir": str(tmp_path / "none"), "image_size": 64}}
+    (workdir / "config.json").write_text(json.dumps(config))  # as training saves it
     images = tmp_path / "images"
     images.mkdir()
     rng = np.random.default_rng(0)

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmsfa_jax.model import LMSFA
+from lmsfa_jax.model import LMSFA, init_variables
 from lmsfa_jax.summary import count_params, summarize
 
 REFERENCE_PARAMS = 1_829_623 - 16   # the reference's total minus the fixed DFL projection
@@ -14,7 +14,7 @@ REFERENCE_GFLOPS = 8.168            # conv-only, nc = 4, 640×640
 @pytest.fixture(scope="module")
 def model_and_variables():
     model = LMSFA(num_classes=4, scale="n")
-    variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
+    variables = init_variables(model)
     return model, variables
 
 

@@ -1,11 +1,11 @@
 """Re-parameterisation: deploy variables compute the training-form function (eval mode)."""
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from lmsfa_jax import LMSFA, reparameterize
+from lmsfa_jax.model import init_variables
 from lmsfa_jax.nn import C2fPro, Conv, Conv2dBN, RepVGGDW, SSFF
 from lmsfa_jax.nn.conv import depthwise_conv2d
 from lmsfa_jax.summary import count_params
@@ -36,8 +36,8 @@ def assert_close(a, b, rtol=1e-4, what=""):
     assert err <= rtol, f"{what}: relative error {err:.3g} > {rtol}"
 
 
-def _inputs(shape, n=1, seed=0):
-    return jax.random.normal(jax.random.key(seed), shape[:1] + shape[1:])
+def _inputs(shape, seed=0):
+    return jax.random.normal(jax.random.key(seed), shape)
 
 
 BLOCKS = [
@@ -72,7 +72,7 @@ def test_ssff_equivalence():
 @pytest.fixture(scope="module")
 def random_network():
     model = LMSFA(num_classes=4)
-    variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
+    variables = init_variables(model)
     return model, randomize_norms(variables, jax.random.key(5))
 
 

@@ -1,10 +1,8 @@
 """PyTorch state dict <-> Flax variables."""
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmsfa_jax.model import LMSFA
+from lmsfa_jax.model import LMSFA, init_variables
 from lmsfa_jax.weights import from_torch_state_dict, load_matching_torch_weights, to_torch_state_dict
 
 
@@ -46,7 +44,7 @@ def test_wrong_class_count_is_reported(golden_state_dict):
 
 def test_partial_load_into_other_class_count(golden_state_dict):
     model = LMSFA(num_classes=2)
-    variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
+    variables = init_variables(model)
     loaded, report = load_matching_torch_weights(variables, golden_state_dict)
     assert sorted(s.split(":")[0] for s in report.mismatched) == ["model.26.cv3.bias", "model.26.cv3.weight"]
     assert not report.missing and not report.unexpected

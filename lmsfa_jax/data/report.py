@@ -1,4 +1,5 @@
 """Problems found in a source dataset: each one names the file (and line) and what was done about it."""
+
 import collections
 import dataclasses
 import logging
@@ -39,40 +40,43 @@ _LOGGED_PER_KIND = 10
 
 @dataclasses.dataclass(frozen=True)
 class Issue:
-  kind: str
-  path: str
-  line: int | None  # 1-based line in a label file; annotation id for COCO; None when not applicable.
-  message: str
+    kind: str
+    path: str
+    line: int | None  # 1-based line in a label file; annotation id for COCO; None when not applicable.
+    message: str
 
-  def __str__(self):
-    where = self.path if self.line is None else f"{self.path}:{self.line}"
-    return f"{where}: {self.message} ({ACTIONS[self.kind]})"
+    def __str__(self):
+        where = self.path if self.line is None else f"{self.path}:{self.line}"
+        return f"{where}: {self.message} ({ACTIONS[self.kind]})"
 
 
 @dataclasses.dataclass
 class BuildReport:
-  """Every problem met while reading a source, plus how many images/objects made it through."""
-  issues: list[Issue] = dataclasses.field(default_factory=list)
-  images: collections.Counter = dataclasses.field(default_factory=collections.Counter)  # per split
-  objects: collections.Counter = dataclasses.field(default_factory=collections.Counter)  # per split
+    """Every problem met while reading a source, plus how many images/objects made it through."""
 
-  def add(self, kind: str, path, line: int | None, message: str) -> None:
-    issue = Issue(kind, str(path), line, message)
-    self.issues.append(issue)
-    if sum(i.kind == kind for i in self.issues) <= _LOGGED_PER_KIND:
-      logging.warning("%s", issue)
+    issues: list[Issue] = dataclasses.field(default_factory=list)
+    images: collections.Counter = dataclasses.field(default_factory=collections.Counter)  # per split
+    objects: collections.Counter = dataclasses.field(default_factory=collections.Counter)  # per split
 
-  def counts(self) -> dict[str, int]:
-    return dict(collections.Counter(i.kind for i in self.issues))
+    def add(self, kind: str, path, line: int | None, message: str) -> None:
+        issue = Issue(kind, str(path), line, message)
+        self.issues.append(issue)
+        if sum(i.kind == kind for i in self.issues) <= _LOGGED_PER_KIND:
+            logging.warning("%s", issue)
 
-  def of_kind(self, kind: str) -> list[Issue]:
-    return [i for i in self.issues if i.kind == kind]
+    def counts(self) -> dict[str, int]:
+        return dict(collections.Counter(i.kind for i in self.issues))
 
-  def summary(self) -> str:
-    lines = [f"{split}: {self.images[split]} images, {self.objects[split]} objects"
-             for split in sorted(self.images)]
-    if not self.issues:
-      lines.append("no problems found")
-    for kind, n in sorted(self.counts().items()):
-      lines.append(f"{kind}: {n} ({ACTIONS[kind]}), e.g. {self.of_kind(kind)[0]}")
-    return "\n".join(lines)
+    def of_kind(self, kind: str) -> list[Issue]:
+        return [i for i in self.issues if i.kind == kind]
+
+    def summary(self) -> str:
+        lines = [
+            f"{split}: {self.images[split]} images, {self.objects[split]} objects"
+            for split in sorted(self.images)
+        ]
+        if not self.issues:
+            lines.append("no problems found")
+        for kind, n in sorted(self.counts().items()):
+            lines.append(f"{kind}: {n} ({ACTIONS[kind]}), e.g. {self.of_kind(kind)[0]}")
+        return "\n".join(lines)

@@ -12,11 +12,13 @@ padded with blank images so that nothing recompiles.
 """
 import functools
 import importlib.util
+import json
 import pathlib
 import time
 from typing import Any, Callable, NamedTuple
 
 import jax
+import ml_collections
 import numpy as np
 from tqdm import tqdm
 
@@ -87,7 +89,6 @@ def run_split(apply_fn, variables, reader, *, image_size, batch_size, on_image=N
                                  max_det=max_det, multi_label=multi_label, retina_masks=retina_masks)
     results, examples = [], []
     seconds = {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
-    timed_images = 0
     batches = _batches(len(reader), batch_size)
     for number, indices in enumerate(tqdm(batches, desc="evaluate", disable=not progress)):
         t0 = time.perf_counter()
@@ -95,9 +96,10 @@ def run_split(apply_fn, variables, reader, *, image_size, batch_size, on_image=N
         prepared = [prepare_image(ex["image"], image_size) for ex in batch_examples]
         images = np.zeros((batch_size, image_size, image_size, 3), np.float32)
         images[:len(prepared)] = [p.image for p in prepared]
+        t1 = time.perf_counter()
         if number == 0:  # compile outside the timings
             jax.block_until_ready(post(*infer(variables, images)))
-        t1 = time.perf_counter()
+        t_infer = time.perf_counter()
         decoded, protos = jax.block_until_ready(infer(variables, images))
         t2 = time.perf_counter()
         detections = jax.device_get(post(decoded, protos))
@@ -109,7 +111,7 @@ def run_split(apply_fn, variables, reader, *, image_size, batch_size, on_image=N
             example.pop("image")  # keep only the annotations
             examples.append(example)
         t3 = time.perf_counter()
-        for key, dt in zip(seconds, (t1 - t0, t2 - t1, t3 - t2)):
+        for key, dt in zip(seconds, (t1 - t0, t2 - t_infer, t3 - t2)):
             seconds[key] += dt
     timings = {key: 1000 * s / max(len(reader), 1) for key, s in seconds.items()}
     return results, examples, timings
@@ -138,24 +140,24 @@ def load_variables(workdir, checkpoint="best"):
 
 def build_model_and_variables(config, workdir, checkpoint, random_init=False, seed=0):
     """(apply_fn, variables) for config.model; random_init skips the checkpoint (smoke tests)."""
-    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-    from lmsfa_jax.model import LMSFA  # pylint: disable=g-import-not-at-top
-    model = LMSFA(num_classes=config.model.num_classes, scale=config.model.scale,
-                  depthwise_impl=config.model.get("depthwise_impl", "auto"))
+    from lmsfa_jax.model import init_variables, model_from_config  # pylint: disable=g-import-not-at-top
+    model = model_from_config(config)
     if random_init:
-        size = config.data.image_size
-        variables = jax.jit(functools.partial(model.init, train=False))(
-            jax.random.key(seed), jnp.zeros((1, size, size, 3), jnp.float32))
+        variables = init_variables(model, seed)
     else:
         variables = load_variables(workdir, checkpoint)
     return (lambda v, images: model.apply(v, images, train=False)), variables
 
 
 def load_config(path):
-    """get_config() of a Python config file; FileNotFoundError names a missing file."""
+    """A run config: get_config() of a Python config file, or a run's saved `config.json`.
+
+    FileNotFoundError names a missing file."""
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
+    if path.suffix == ".json":
+        return ml_collections.ConfigDict(json.loads(path.read_text()))
     spec = importlib.util.spec_from_file_location(f"lmsfa_config_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -1,5 +1,4 @@
 """Per-instance mask loss of YOLOv8-seg: BCE of coefficient x prototype masks inside the box."""
-import jax
 import jax.numpy as jnp
 
 

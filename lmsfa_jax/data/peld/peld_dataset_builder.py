@@ -3,6 +3,7 @@
 Built without TensorFlow into array_record; read back with `tfds.data_source("peld", data_dir=...)`
 or `lmsfa_jax.data.reader.open_split`. The features are those of `lmsfa_jax.data.builder.features`.
 """
+
 import tensorflow_datasets as tfds
 
 from lmsfa_jax.data import builder
@@ -11,10 +12,11 @@ CLASS_NAMES = ["adipose tissue", "bone", "ligamentum flavum", "nerve"]
 
 
 class Builder(builder.SegmentationBuilder):
-  """DatasetBuilder for PELD (manual download)."""
-  name = "peld"
-  CLASS_NAMES = CLASS_NAMES
-  MANUAL_DOWNLOAD_INSTRUCTIONS = """
+    """DatasetBuilder for PELD (manual download)."""
+
+    name = "peld"
+    CLASS_NAMES = CLASS_NAMES
+    MANUAL_DOWNLOAD_INSTRUCTIONS = """
   PELD cannot be downloaded automatically. Get the archive from the Google Drive link in the README
   of https://github.com/hhwmortal/PELD-Instance-segmentation (the authors' release for "A Lightweight
   Multi-Scale Attention Framework for Real-Time Spinal Endoscopic Instance Segmentation",
@@ -26,8 +28,9 @@ class Builder(builder.SegmentationBuilder):
   ligamentum flavum, nerve by name (case, spaces and underscores ignored).
   """
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    return self.dataset_info_from_configs(
-        features=builder.features(self.CLASS_NAMES),
-        homepage="https://github.com/hhwmortal/PELD-Instance-segmentation",
-        supervised_keys=None)
+    def _info(self) -> tfds.core.DatasetInfo:
+        return self.dataset_info_from_configs(
+            features=builder.features(self.CLASS_NAMES),
+            homepage="https://github.com/hhwmortal/PELD-Instance-segmentation",
+            supervised_keys=None,
+        )

@@ -1,0 +1,1 @@
+"""Training: config defaults, optimiser recipe, TrainState, jitted step, checkpoints, loop."""

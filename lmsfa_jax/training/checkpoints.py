@@ -1,0 +1,125 @@
+"""Orbax checkpoints of a run: `<workdir>/checkpoints/<step>/` holding the whole `TrainState`
+('state'), the EMA model variables ('ema': {'params', 'batch_stats'}, what evaluation loads) and
+'meta' ({'epoch': epochs completed, 'step'}); the run's config is `<workdir>/config.json`.
+
+Kept: the latest `keep_latest` checkpoints and the best by validation mask mAP50-95 (BEST_METRIC
+in the metrics passed to `save`). Saving is asynchronous: `save` returns once the arrays are
+copied off the device; call `wait` (or `close`) before reading the files.
+
+    restore_variables("runs/peld", "best")   # EMA variables for evaluation / export
+"""
+import json
+import pathlib
+
+import jax
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers
+
+BEST_METRIC = "val/mask_mAP50-95"
+CHECKPOINT_DIR = "checkpoints"
+
+
+def _best_value(metrics) -> float:
+    return float(metrics[BEST_METRIC])
+
+
+def _manager(directory, keep_latest: int = 2, async_save: bool = True, read_only: bool = False):
+    policy = checkpoint_managers.AnyPreservationPolicy([
+        checkpoint_managers.LatestN(n=keep_latest),
+        checkpoint_managers.BestN(get_metric_fn=_best_value, reverse=False, n=1,
+                                  keep_checkpoints_without_metrics=False),
+    ])
+    # best_fn as well: without it best_step() silently returns the latest step.
+    options = ocp.CheckpointManagerOptions(
+        preservation_policy=policy, best_fn=_best_value, best_mode="max",
+        enable_async_checkpointing=async_save, create=not read_only, read_only=read_only)
+    return ocp.CheckpointManager(pathlib.Path(directory).expanduser().absolute(), options=options,
+                                 item_names=("state", "ema", "meta"))
+
+
+class Checkpointer:
+    """Saves and restores the `TrainState` of a run under `<workdir>/checkpoints`."""
+
+    def __init__(self, workdir, keep_latest: int = 2, async_save: bool = True):
+        self.directory = pathlib.Path(workdir).expanduser() / CHECKPOINT_DIR
+        self.manager = _manager(self.directory, keep_latest, async_save)
+
+    def save(self, state, epoch: int, metrics: dict | None = None) -> None:
+        """Checkpoint after `epoch` epochs; metrics (with BEST_METRIC) only on validated epochs."""
+        step = int(state.step)
+        self.manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), ema=ocp.args.StandardSave(state.ema_variables()),
+            meta=ocp.args.JsonSave({"epoch": int(epoch), "step": step})),
+            metrics=metrics)
+
+    def restore_latest(self, state):
+        """-> (state, epochs completed) from the latest checkpoint, or None if there is none.
+
+        `state` is a template (same structure, shapes and shardings), e.g. a freshly built one."""
+        step = self.manager.latest_step()
+        if step is None:
+            return None
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+        restored = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+        return restored.state, int(restored.meta["epoch"])
+
+    def best_step(self):
+        return self.manager.best_step()
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.close()
+
+
+def _locate(path, checkpoint):
+    """(checkpoints dir, step) for a workdir / checkpoints dir and 'best' | 'latest' | step, or a
+    step directory (`.../checkpoints/<step>`)."""
+    if isinstance(checkpoint, (str, pathlib.Path)) and str(checkpoint) not in ("best", "latest") \
+            and not str(checkpoint).isdigit():  # a checkpoint path given in place of best / latest
+        path, checkpoint = checkpoint, "best"
+    path = pathlib.Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint path not found: {path}")
+    if path.name.isdigit() and (path / "ema").is_dir():
+        return path.parent, int(path.name)
+    directory = path / CHECKPOINT_DIR if (path / CHECKPOINT_DIR).is_dir() else path
+    manager = _manager(directory, read_only=True)
+    if checkpoint == "best":
+        step = manager.best_step()
+        if step is None:  # no checkpoint has validation metrics
+            step = manager.latest_step()
+    elif checkpoint == "latest":
+        step = manager.latest_step()
+    else:
+        step = int(checkpoint)
+        if step not in manager.all_steps():
+            raise FileNotFoundError(f"no checkpoint for step {step} in {directory}; "
+                                    f"have {sorted(manager.all_steps())}")
+    manager.close()
+    if step is None:
+        raise FileNotFoundError(f"no checkpoints in {directory}")
+    return directory, step
+
+
+def restore_variables(path, checkpoint: str = "best") -> dict:
+    """EMA model variables {'params', 'batch_stats'} of a run's checkpoint.
+
+    path: a workdir, its `checkpoints` dir, or one step dir (`.../checkpoints/<step>`, then
+    `checkpoint` is ignored). checkpoint: 'best' (highest validation mask mAP50-95; the latest if
+    no checkpoint has validation metrics), 'latest', a step number, or a path used instead of
+    `path` (a workdir or checkpoints dir given this way means its best checkpoint). Raises
+    FileNotFoundError naming the path when there is nothing to load.
+    """
+    directory, step = _locate(path, checkpoint)
+    restored = ocp.StandardCheckpointer().restore((directory / str(step) / "ema").absolute())
+    return {"params": restored["params"], "batch_stats": restored.get("batch_stats", {})}
+
+
+def write_config(config, workdir) -> pathlib.Path:
+    """Writes the run's config as `<workdir>/config.json`."""
+    path = pathlib.Path(workdir).expanduser() / "config.json"
+    path.write_text(json.dumps(json.loads(config.to_json_best_effort()), indent=2) + "\n")
+    return path

@@ -1,0 +1,180 @@
+"""The training loop: data, model, optimiser and EMA, periodic validation, metrics, checkpoints.
+
+    python train.py --config configs/peld.py --workdir runs/peld
+
+Outputs in `workdir`: config.json, metrics.jsonl (one record per epoch: mean train losses, lr,
+images/s and, on validated epochs, box / mask precision, recall, mAP50, mAP50-95 of the EMA
+model), checkpoints/ (latest 2 + best by mask mAP50-95), training_curves.png at the end.
+Re-running the same command resumes from the latest checkpoint.
+"""
+import functools
+import json
+import pathlib
+import time
+
+import jax
+import jax.numpy as jnp
+from flax import traverse_util
+from tqdm import tqdm
+
+from lmsfa_jax import weights as weights_lib
+from lmsfa_jax.data import pipeline as pipeline_lib
+from lmsfa_jax.data import reader as reader_lib
+from lmsfa_jax.data import synthetic
+from lmsfa_jax.evaluation import evaluator as evaluator_lib
+from lmsfa_jax.evaluation import plots
+from lmsfa_jax.model import init_variables, model_from_config
+from lmsfa_jax.training import checkpoints as checkpoints_lib
+from lmsfa_jax.training import optimizer as optimizer_lib
+from lmsfa_jax.training import step as step_lib
+from lmsfa_jax.training.state import TrainState, create_train_state
+
+LOSS_NAMES = ("box", "seg", "cls", "dfl")
+
+
+def load_initial_weights(variables: dict, path) -> tuple[dict, str]:
+    """Variables updated from `path` where name and shape match -> (variables, report text).
+
+    path: a PyTorch/Ultralytics state dict (.npz, .pt, .pth; via `weights.load_state_dict_file`)
+    or one of our runs (workdir, its checkpoints dir or a step dir; the best EMA weights)."""
+    path = pathlib.Path(path).expanduser()
+    if path.suffix in (".npz", ".pt", ".pth"):
+        variables, report = weights_lib.load_matching_torch_weights(
+            variables, weights_lib.load_state_dict_file(path))
+        return variables, report.summary()
+    source = traverse_util.flatten_dict(checkpoints_lib.restore_variables(path, "best"))
+    target = traverse_util.flatten_dict(dict(variables))
+    loaded, skipped = 0, []
+    for key, value in target.items():
+        name = "/".join(key)
+        if key not in source:
+            skipped.append(f"  {name}: not in the checkpoint")
+        elif source[key].shape != value.shape:
+            skipped.append(f"  {name}: checkpoint {source[key].shape} vs model {value.shape}")
+        else:
+            target[key], loaded = jnp.asarray(source[key], value.dtype), loaded + 1
+    unused = [f"  {'/'.join(k)}: not in the model" for k in source if k not in target]
+    lines = [f"loaded {loaded} of {len(target)} variables"] + (
+        [f"{len(skipped) + len(unused)} skipped:"] + skipped + unused if skipped or unused else [])
+    return traverse_util.unflatten_dict(target), "\n".join(lines)
+
+
+def validate(apply_fn, variables, config, reader) -> dict:
+    """Box and mask metrics of `variables` on the validation reader -> flat 'val/...' dict."""
+    report = evaluator_lib.evaluate_split(
+        apply_fn, variables, reader, image_size=config.data.image_size, batch_size=config.eval.batch_size,
+        progress=False, conf_threshold=config.eval.conf_threshold,
+        iou_threshold=config.eval.iou_threshold, max_det=config.eval.max_det)
+    out = {}
+    for kind, name in (("bbox", "box"), ("segm", "mask")):
+        for stat in ("precision", "recall", "mAP50", "mAP50-95"):
+            out[f"val/{name}_{stat}"] = float(report.metrics[kind][stat])
+    return out
+
+
+def _keep_epochs(path: pathlib.Path, epochs: int) -> None:
+    """Drops metrics.jsonl records after `epochs` (written after the checkpoint a run resumes from)."""
+    if path.is_file():
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+        path.write_text("".join(line + "\n" for line in lines if json.loads(line)["epoch"] <= epochs))
+
+
+def _append_jsonl(path: pathlib.Path, record: dict) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _initial_state(config, model, tx, checkpointer) -> tuple[TrainState, int]:
+    """-> (state, epochs completed): the latest checkpoint's, else a new state (with init_from)."""
+    variables = init_variables(model, config.seed)
+    if checkpointer.manager.latest_step() is None and config.init_from:
+        variables, report = load_initial_weights(variables, config.init_from)
+        print(f"init_from {config.init_from}:\n{report}")
+    state = create_train_state(variables, tx)
+    resumed = checkpointer.restore_latest(state)
+    if resumed is None:
+        return state, 0
+    print(f"resuming from {checkpointer.directory} after epoch {resumed[1]}, step {int(resumed[0].step)}")
+    return resumed
+
+
+def train_and_evaluate(config, workdir) -> dict:
+    """Trains (or resumes) a run in `workdir`; returns the last metrics record."""
+    workdir = pathlib.Path(workdir).expanduser()
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = config.copy_and_resolve_references()
+    synthetic.prepare_data_config(config, workdir)
+    checkpoints_lib.write_config(config, workdir)
+
+    mesh = step_lib.make_mesh()
+    if config.batch_size % mesh.devices.size or config.eval.batch_size % mesh.devices.size:
+        raise ValueError(f"batch_size {config.batch_size} and eval.batch_size {config.eval.batch_size} "
+                         f"must be multiples of the {mesh.devices.size} devices")
+    train_data = pipeline_lib.InputPipeline(config.data, config.data.train_split, config.batch_size,
+                                            train=True, seed=config.seed, total_epochs=config.epochs)
+    steps_per_epoch = len(train_data)
+    validating = config.eval.every_epochs > 0
+    val_reader = reader_lib.open_split(config.data.name, config.data.data_dir, config.data.val_split) \
+        if validating else None
+
+    model = model_from_config(config)
+    tx = optimizer_lib.make_optimizer(config)
+    schedule = optimizer_lib.Schedule.from_config(config, steps_per_epoch)
+    checkpointer = checkpoints_lib.Checkpointer(workdir, config.checkpoint.keep_latest,
+                                                config.checkpoint.async_save)
+    state, start_epoch = _initial_state(config, model, tx, checkpointer)
+    state = step_lib.replicate(state, mesh)
+    train_step = step_lib.make_train_step(model, tx, schedule, config, mesh)
+    apply_fn = functools.partial(model.clone(dtype=None).apply, train=False)  # validate in float32
+    metrics_path = workdir / "metrics.jsonl"
+    _keep_epochs(metrics_path, start_epoch)
+
+    record = {}
+    try:
+        for epoch in range(start_epoch, config.epochs):
+            state, record = _train_epoch(state, train_step, train_data, mesh, epoch, config)
+            last = epoch + 1 == config.epochs
+            if validating and ((epoch + 1) % config.eval.every_epochs == 0 or last):
+                record.update(validate(apply_fn, state.ema_variables(), config, val_reader))
+                print("  " + "  ".join(f"{k[4:]} {v:.3f}" for k, v in record.items() if "mAP" in k))
+            _append_jsonl(metrics_path, record)
+            if (epoch + 1) % config.checkpoint.every_epochs == 0 or last:
+                checkpointer.save(state, epoch + 1, {k: v for k, v in record.items() if k.startswith("val/")}
+                                  if "val/mask_mAP50-95" in record else None)
+    finally:
+        train_data.close()
+        checkpointer.wait()
+        checkpointer.close()
+    if metrics_path.is_file():
+        plots.plot_training_curves(metrics_path, workdir / "training_curves.png")
+    best = checkpointer.best_step() if validating else None
+    print(f"results in {workdir}: metrics.jsonl, training_curves.png, config.json, checkpoints/ "
+          f"(latest step {checkpointer.manager.latest_step()}" + (f", best step {best})" if best else ")"))
+    return record
+
+
+def _train_epoch(state, train_step, data, mesh, epoch: int, config):
+    """One epoch with a progress bar -> (state, record of mean losses, lr, images/s)."""
+    sums, count, timed_steps, t_start = None, 0, 0, None
+    bar = tqdm(data.epoch(epoch), total=len(data), desc=f"epoch {epoch + 1}/{config.epochs}",
+               dynamic_ncols=True)
+    for batch in bar:
+        state, metrics = train_step(state, step_lib.shard_batch(batch, mesh))
+        sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
+        count += 1
+        if t_start is None:  # the first step compiles: time from its end
+            jax.block_until_ready(metrics)
+            t_start = time.perf_counter()
+        else:
+            timed_steps += 1
+        if count % 5 == 0 or count == len(data):
+            means = {k: float(v) / count for k, v in jax.device_get(sums).items()}
+            speed = timed_steps * config.batch_size / max(time.perf_counter() - t_start, 1e-9)
+            bar.set_postfix({**{k: f"{means[k]:.3f}" for k in LOSS_NAMES}, "img/s": f"{speed:.1f}"})
+    jax.block_until_ready(state)
+    means = {k: float(v) / count for k, v in jax.device_get(sums).items()}
+    elapsed = time.perf_counter() - t_start
+    record = {"epoch": epoch + 1, "step": int(state.step),
+              **{f"train/{k}": means[k] for k in (*LOSS_NAMES, "loss")}, "lr": means["lr"],
+              "images_per_s": timed_steps * config.batch_size / elapsed if timed_steps else None}
+    return state, record

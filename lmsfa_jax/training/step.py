@@ -1,0 +1,94 @@
+"""The jitted train step: forward/backward on a data-parallel batch, gradient accumulation,
+optimiser step and EMA update, over a `TrainState`.
+
+The global batch is sharded along its first axis over the mesh axis 'data' (all local devices);
+the state is replicated. `jax.jit` partitions the computation, so the loss and gradients are
+those of the whole batch whatever the number of devices. The state argument is donated.
+"""
+import functools
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from lmsfa_jax.losses import segmentation_loss
+from lmsfa_jax.training import optimizer as optimizer_lib
+from lmsfa_jax.training.state import TrainState, ema_decay
+
+DATA_AXIS = "data"
+TRAIN_KEYS = ("images", "boxes", "labels", "valid", "masks")
+
+
+def make_mesh(devices=None) -> Mesh:
+    """A 1-D mesh with axis 'data' over `devices` (default: all local devices)."""
+    return Mesh(np.asarray(devices if devices is not None else jax.local_devices()), (DATA_AXIS,))
+
+
+def shard_batch(batch: dict, mesh: Mesh) -> dict:
+    """Puts the training arrays of a host batch on the mesh, split along the batch axis."""
+    n = mesh.devices.size
+    if batch["images"].shape[0] % n:
+        raise ValueError(f"batch size {batch['images'].shape[0]} is not divisible by the {n} devices")
+    return jax.device_put({k: batch[k] for k in TRAIN_KEYS}, NamedSharding(mesh, PartitionSpec(DATA_AXIS)))
+
+
+def replicate(tree, mesh: Mesh):
+    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+
+
+def _select(pred, new, old):
+    return jax.tree.map(lambda a, b: jnp.where(pred, a, b), new, old)
+
+
+def train_step(state: TrainState, batch: dict, *, model, tx: optax.GradientTransformation,
+               schedule: optimizer_lib.Schedule, loss_gains: dict, ema: dict) -> tuple[TrainState, dict]:
+    """One iteration -> (new state, metrics). metrics: the loss components per image (box, seg,
+    cls, dfl, as Ultralytics logs them), their sum 'loss', 'lr', 'grad_norm' and 'updated' (1 when
+    the optimiser stepped)."""
+    hyper = schedule(state.step)
+
+    def loss_fn(params):
+        (feats, mask_coef, protos), updates = model.apply(
+            {"params": params, "batch_stats": state.batch_stats}, batch["images"], train=True,
+            mutable=["batch_stats"])
+        to_f32 = lambda x: x.astype(jnp.float32)  # noqa: E731  (bf16 compute: the loss in float32)
+        total, components = segmentation_loss(
+            [to_f32(f) for f in feats], to_f32(mask_coef), to_f32(protos), batch,
+            model.num_classes, loss_gains)
+        return total, (components, updates["batch_stats"])
+
+    grads, (components, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
+    grad_sum = jax.tree.map(jnp.add, state.grad_accum, grads)
+    update_now = state.step - state.last_update_step >= hyper["accumulate"]
+
+    opt_state = optimizer_lib.set_hyperparams(state.opt_state, hyper)
+    updates, new_opt_state = tx.update(grad_sum, opt_state, state.params)
+    params = _select(update_now, optax.apply_updates(state.params, updates), state.params)
+    opt_state = _select(update_now, new_opt_state, state.opt_state)
+
+    ema_updates = state.ema_updates + update_now.astype(jnp.int32)
+    d = jnp.where(update_now, ema_decay(ema_updates, ema["decay"], ema["tau"]), 1.0)
+    mix = lambda e, m: (d * e + (1 - d) * m).astype(e.dtype)  # noqa: E731
+    new_state = state.replace(
+        step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state,
+        grad_accum=_select(update_now, jax.tree.map(jnp.zeros_like, grad_sum), grad_sum),
+        last_update_step=jnp.where(update_now, state.step, state.last_update_step),
+        ema_params=jax.tree.map(mix, state.ema_params, params),
+        ema_batch_stats=jax.tree.map(mix, state.ema_batch_stats, batch_stats),
+        ema_updates=ema_updates)
+    metrics = {**components, "loss": sum(components.values()), "lr": hyper["lr"],
+               "grad_norm": optax.tree.norm(grads), "updated": update_now.astype(jnp.float32)}
+    return new_state, metrics
+
+
+def make_train_step(model, tx, schedule, config, mesh: Mesh) -> Callable:
+    """jit(train_step) with the state replicated (and donated) and the batch sharded over 'data'."""
+    step = functools.partial(
+        train_step, model=model, tx=tx, schedule=schedule, loss_gains=dict(config.loss),
+        ema={"decay": config.ema.decay, "tau": config.ema.tau})
+    replicated = NamedSharding(mesh, PartitionSpec())
+    return jax.jit(step, in_shardings=(replicated, NamedSharding(mesh, PartitionSpec(DATA_AXIS))),
+                   out_shardings=(replicated, replicated), donate_argnums=0)
