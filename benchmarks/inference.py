@@ -1,10 +1,11 @@
 """Inference speed: training-form model (eval mode) vs re-parameterised deploy model, and the
 two depthwise-convolution implementations, measured side by side in one run.
 
-    python benchmarks/inference.py [--size 640] [--runs 20] [--impls lax,shift]
+    python benchmarks/inference.py [--size 640] [--runs 30] [--impls lax,shift]
 
-Prints, per depthwise impl: compile time, median batch-1 latency of each form and their ratio,
-and images/s at batch 8.
+Per depthwise impl: compile time of each form, then the two forms are called alternately (so
+drift in machine load hits both alike); prints the median batch-1 latency of each, their ratio
+(the median of the per-pair ratios), and images/s at batch 8.
 """
 import argparse
 import statistics
@@ -16,58 +17,57 @@ from lmsfa_jax import LMSFA, reparameterize
 from lmsfa_jax.model import init_variables
 
 
-def timed_calls(fn, args, runs: int) -> list[float]:
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t0)
-    return times
-
-
-def measure(model: LMSFA, variables, size: int, runs: int, batch: int) -> dict:
-    infer = jax.jit(model.apply)     # one compilation per input shape, reused by every call
-    x1 = jax.random.uniform(jax.random.key(0), (1, size, size, 3))
-    xb = jax.random.uniform(jax.random.key(1), (batch, size, size, 3))
+def seconds(fn, *args) -> float:
     t0 = time.perf_counter()
-    jax.block_until_ready(infer(variables, x1))
-    compile_s = time.perf_counter() - t0
-    timed_calls(infer, (variables, x1), 2)                       # warm-up
-    latency = statistics.median(timed_calls(infer, (variables, x1), runs))
-    jax.block_until_ready(infer(variables, xb))                  # compile + warm the batch shape
-    batch_s = statistics.median(timed_calls(infer, (variables, xb), max(3, runs // 4)))
-    return dict(compile_s=compile_s, latency_ms=1e3 * latency, images_per_s=batch / batch_s)
+    jax.block_until_ready(fn(*args))
+    return time.perf_counter() - t0
+
+
+def compare(forms: dict, images, runs: int) -> dict:
+    """forms: name -> (jitted apply, variables). Alternating timed calls after warm-up ->
+    name -> list of seconds."""
+    for fn, variables in forms.values():
+        for _ in range(2):
+            seconds(fn, variables, images)
+    times = {name: [] for name in forms}
+    for _ in range(runs):
+        for name, (fn, variables) in forms.items():
+            times[name].append(seconds(fn, variables, images))
+    return times
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=640)
-    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--impls", default="lax,shift")
     args = parser.parse_args()
     print(f"backend {jax.default_backend()} ({jax.devices()[0].device_kind}), {args.size}×{args.size}, "
-          f"median of {args.runs} runs after warm-up")
-    base = LMSFA(num_classes=4)
-    variables = init_variables(base)
+          f"batch-1 medians of {args.runs} alternating runs after warm-up")
+    variables = init_variables(LMSFA(num_classes=4))
     deploy_variables = jax.jit(reparameterize)(variables)
-    header = f"{'depthwise':<10}{'form':<9}{'compile s':>10}{'b1 ms':>10}{f'b{args.batch} img/s':>12}"
-    print(header)
-    latencies = {}
+    one = jax.random.uniform(jax.random.key(0), (1, args.size, args.size, 3))
+    many = jax.random.uniform(jax.random.key(1), (args.batch, args.size, args.size, 3))
+    print(f"{'depthwise':<10}{'form':<8}{'compile s':>10}{'b1 ms':>9}{f'b{args.batch} img/s':>12}")
+    deploy_ms = {}
     for impl in args.impls.split(","):
+        forms, compile_s = {}, {}
         for form, deploy, v in (("train", False, variables), ("deploy", True, deploy_variables)):
-            r = measure(LMSFA(num_classes=4, deploy=deploy, depthwise_impl=impl), v, args.size,
-                        args.runs, args.batch)
-            latencies[impl, form] = r["latency_ms"]
-            print(f"{impl:<10}{form:<9}{r['compile_s']:>10.2f}{r['latency_ms']:>10.1f}{r['images_per_s']:>12.2f}",
-                  flush=True)
-        print(f"{impl:<10}deploy speed-up at batch 1: "
-              f"{latencies[impl, 'train'] / latencies[impl, 'deploy']:.2f}× (train ms / deploy ms)")
-    impls = args.impls.split(",")
-    if len(impls) == 2:
-        a, b = impls
-        print(f"depthwise {b} vs {a} (deploy, batch 1): "
-              f"{latencies[a, 'deploy'] / latencies[b, 'deploy']:.2f}× ({a} ms / {b} ms)")
+            fn = jax.jit(LMSFA(num_classes=4, deploy=deploy, depthwise_impl=impl).apply)  # once per shape
+            compile_s[form] = seconds(fn, v, one)
+            forms[form] = (fn, v)
+        b1 = compare(forms, one, args.runs)
+        b8 = compare(forms, many, max(3, args.runs // 6))
+        for form in forms:
+            print(f"{impl:<10}{form:<8}{compile_s[form]:>10.2f}{1e3 * statistics.median(b1[form]):>9.1f}"
+                  f"{args.batch / statistics.median(b8[form]):>12.2f}", flush=True)
+        ratio = statistics.median(t / d for t, d in zip(b1["train"], b1["deploy"]))
+        print(f"{impl:<10}deploy speed-up at batch 1: {ratio:.3f}× (median of train/deploy per pair)")
+        deploy_ms[impl] = 1e3 * statistics.median(b1["deploy"])
+    if len(deploy_ms) == 2:
+        (a, ms_a), (b, ms_b) = deploy_ms.items()
+        print(f"depthwise {b} vs {a} (deploy, batch 1): {ms_a / ms_b:.2f}× ({a} ms / {b} ms)")
 
 
 if __name__ == "__main__":
