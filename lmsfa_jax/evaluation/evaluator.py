@@ -48,11 +48,13 @@ def prepare_image(image, image_size):
     return Prepared(boxed.astype(np.float32) / 255.0, ratio, tuple(pad), image.shape[:2])
 
 
+@functools.lru_cache(maxsize=8)
 def make_predictor(apply_fn: Callable[[Any, jax.Array], tuple], **postprocess_kwargs):
     """Jitted (variables, images (B, S, S, 3)) -> (decoded, protos) and protos-side post-processing.
 
     Returns (infer, post): infer(variables, images) -> (decoded, protos);
     post(decoded, protos) -> `postprocess.Detections`. Kept separate so each can be timed.
+    Cached per (apply_fn, settings), so periodic validation reuses the compiled functions.
     """
     infer = jax.jit(apply_fn)
     post = jax.jit(functools.partial(pp.postprocess, **postprocess_kwargs))
