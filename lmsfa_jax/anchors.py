@@ -1,4 +1,4 @@
-"""Anchor grid and DFL box decoding shared by the head, the loss and post-processing (YOLOv8).
+"""Anchor grid, DFL box decoding and box-format conversions shared by the head, the loss and post-processing (YOLOv8).
 
 Anchors are cell centres (x + 0.5, y + 0.5) in grid units of their level; levels are
 concatenated in the given order (P3, P4, P5), each flattened row-major (y outer, x inner).
@@ -45,3 +45,9 @@ def xyxy_to_cxcywh(boxes: jnp.ndarray) -> jnp.ndarray:
     """(..., 4) corners (x1, y1, x2, y2) -> (..., 4) centre and size (cx, cy, w, h)."""
     x1y1, x2y2 = jnp.split(boxes, 2, axis=-1)
     return jnp.concatenate([(x1y1 + x2y2) / 2, x2y2 - x1y1], axis=-1)
+
+
+def cxcywh_to_xyxy(boxes: jnp.ndarray) -> jnp.ndarray:
+    """(..., 4) centre and size (cx, cy, w, h) -> (..., 4) corners (x1, y1, x2, y2)."""
+    centre, size = jnp.split(boxes, 2, axis=-1)
+    return jnp.concatenate([centre - size / 2, centre + size / 2], axis=-1)

@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lmsfa_jax.anchors import cxcywh_to_xyxy
+
 PROTO_STRIDE = 4
 
 
@@ -35,12 +37,6 @@ class Detections(NamedTuple):
     classes: jax.Array
     masks: jax.Array
     count: jax.Array
-
-
-def cxcywh_to_xyxy(boxes):
-    """(..., 4) centre/size boxes -> (..., 4) corner boxes."""
-    centre, size = boxes[..., :2], boxes[..., 2:]
-    return jnp.concatenate([centre - size / 2, centre + size / 2], axis=-1)
 
 
 def box_iou(boxes_a, boxes_b):
