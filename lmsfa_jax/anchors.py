@@ -1,4 +1,5 @@
-"""Anchor grid, DFL box decoding and box-format conversions shared by the head, the loss and post-processing (YOLOv8).
+"""Anchor grid, DFL box decoding and box-format conversions (YOLOv8), shared by the head,
+the loss and post-processing.
 
 Anchors are cell centres (x + 0.5, y + 0.5) in grid units of their level; levels are
 concatenated in the given order (P3, P4, P5), each flattened row-major (y outer, x inner).
