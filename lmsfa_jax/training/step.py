@@ -39,15 +39,45 @@ def replicate(tree, mesh: Mesh):
     return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
 
 
-def _select(pred, new, old):
-    return jax.tree.map(lambda a, b: jnp.where(pred, a, b), new, old)
+def apply_gradients(state: TrainState, grads, batch_stats, hyper: dict, *, tx: optax.GradientTransformation,
+                    ema: dict) -> tuple[TrainState, jax.Array, jax.Array]:
+    """Accumulates `grads` and, when `hyper['accumulate']` iterations have passed since the last
+    optimiser step, steps the optimiser on the summed gradients and folds the new weights into
+    the EMA. Returns (state after the iteration, updated flag, norm of the applied gradient).
+
+    The optimiser and the EMA run under `lax.cond`, so accumulation-only iterations do not pay
+    for them. The norm is that of the summed gradient the optimiser received (before clipping),
+    0 on accumulation-only iterations.
+    """
+    grad_sum = jax.tree.map(jnp.add, state.grad_accum, grads)
+    update_now = state.step - state.last_update_step >= hyper["accumulate"]
+
+    def update(_):
+        opt_state = optimizer_lib.set_hyperparams(state.opt_state, hyper)
+        updates, opt_state = tx.update(grad_sum, opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        ema_updates = state.ema_updates + 1
+        d = ema_decay(ema_updates, ema["decay"], ema["tau"])
+        mix = lambda e, m: (d * e + (1 - d) * m).astype(e.dtype)  # noqa: E731
+        return state.replace(
+            params=params, opt_state=opt_state, grad_accum=jax.tree.map(jnp.zeros_like, grad_sum),
+            last_update_step=state.step, ema_params=jax.tree.map(mix, state.ema_params, params),
+            ema_batch_stats=jax.tree.map(mix, state.ema_batch_stats, batch_stats),
+            ema_updates=ema_updates), optax.tree.norm(grad_sum)
+
+    def accumulate(_):
+        return state.replace(grad_accum=grad_sum), jnp.zeros((), jnp.float32)
+
+    new_state, grad_norm = jax.lax.cond(update_now, update, accumulate, None)
+    return new_state.replace(step=state.step + 1, batch_stats=batch_stats), update_now, grad_norm
 
 
 def train_step(state: TrainState, batch: dict, *, model, tx: optax.GradientTransformation,
                schedule: optimizer_lib.Schedule, loss_gains: dict, ema: dict) -> tuple[TrainState, dict]:
     """One iteration -> (new state, metrics). metrics: the loss components per image (box, seg,
-    cls, dfl, as Ultralytics logs them), their sum 'loss', 'lr', 'grad_norm' and 'updated' (1 when
-    the optimiser stepped)."""
+    cls, dfl, as Ultralytics logs them), their sum 'loss', 'lr', 'updated' (1 when the optimiser
+    stepped) and 'grad_norm', the norm of the gradient the optimiser applied (the sum accumulated
+    since its last step; 0 when it did not step, so mean it over the 'updated' iterations)."""
     hyper = schedule(state.step)
 
     def loss_fn(params):
@@ -61,26 +91,9 @@ def train_step(state: TrainState, batch: dict, *, model, tx: optax.GradientTrans
         return total, (components, updates["batch_stats"])
 
     grads, (components, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
-    grad_sum = jax.tree.map(jnp.add, state.grad_accum, grads)
-    update_now = state.step - state.last_update_step >= hyper["accumulate"]
-
-    opt_state = optimizer_lib.set_hyperparams(state.opt_state, hyper)
-    updates, new_opt_state = tx.update(grad_sum, opt_state, state.params)
-    params = _select(update_now, optax.apply_updates(state.params, updates), state.params)
-    opt_state = _select(update_now, new_opt_state, state.opt_state)
-
-    ema_updates = state.ema_updates + update_now.astype(jnp.int32)
-    d = jnp.where(update_now, ema_decay(ema_updates, ema["decay"], ema["tau"]), 1.0)
-    mix = lambda e, m: (d * e + (1 - d) * m).astype(e.dtype)  # noqa: E731
-    new_state = state.replace(
-        step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state,
-        grad_accum=_select(update_now, jax.tree.map(jnp.zeros_like, grad_sum), grad_sum),
-        last_update_step=jnp.where(update_now, state.step, state.last_update_step),
-        ema_params=jax.tree.map(mix, state.ema_params, params),
-        ema_batch_stats=jax.tree.map(mix, state.ema_batch_stats, batch_stats),
-        ema_updates=ema_updates)
+    new_state, updated, grad_norm = apply_gradients(state, grads, batch_stats, hyper, tx=tx, ema=ema)
     metrics = {**components, "loss": sum(components.values()), "lr": hyper["lr"],
-               "grad_norm": optax.tree.norm(grads), "updated": update_now.astype(jnp.float32)}
+               "grad_norm": grad_norm, "updated": updated.astype(jnp.float32)}
     return new_state, metrics
 
 
