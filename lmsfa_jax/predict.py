@@ -1,23 +1,26 @@
 """Instance segmentation of images, a folder or a video with a trained LMSF-A model (batch 1).
 
-    python -m lmsfa_jax.predict --workdir runs/peld --source PATH [--config configs/peld.py]
-        [--checkpoint best|latest|PATH] [--conf 0.25] [--iou 0.7] [--out DIR] [--random-init]
+    python -m lmsfa_jax.predict --workdir runs/peld --source PATH [--config FILE]
+        [--checkpoint best|latest|STEP|PATH] [--conf 0.25] [--out DIR] [--random_init]
+        [--config.eval.iou_threshold=0.7] [--config.eval.max_det=300]
 
-Writes to --out (default WORKDIR/predict): an overlay PNG per image (or an annotated .mp4 for a
-video) and instances.json: one entry per image / frame with its instances (class, class_id,
-score, box xyxy in original pixels, mask as COCO RLE). Prints batch-1 latency and FPS.
+Also `lmsfa-predict`. The config defaults to the run's WORKDIR/config.json. Writes to --out
+(default WORKDIR/predict): an overlay PNG per image (or an annotated .mp4 for a video) and
+instances.json: one entry per image / frame with its instances (class, class_id, score, box xyxy in
+original pixels, mask as COCO RLE). Prints batch-1 latency and FPS.
 """
-import argparse
 import json
 import pathlib
-import sys
 import time
 
 import cv2
 import jax
 import numpy as np
+from absl import flags
 
-from lmsfa_jax.evaluation import coco, evaluator, plots
+from lmsfa_jax import cli
+from lmsfa_jax.data import reader
+from lmsfa_jax.evaluation import coco, evaluator, plots, postprocess
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg"}
@@ -62,8 +65,8 @@ def instances_to_json(instances, class_names):
             for b, s, c, rle in zip(instances["boxes"], instances["scores"], instances["classes"], rles)]
 
 
-def predict(apply_fn, variables, frames, class_names, image_size, out, conf_threshold=0.25,
-            iou_threshold=0.7, max_det=300, video_fps=None):
+def predict(apply_fn, variables, frames, class_names, image_size, out, *, conf_threshold, iou_threshold,
+            max_det, video_fps=None):
     """Runs batch-1 prediction over `frames` -> (records, latencies in ms). Writes overlays (or
     out/'{video}.mp4' when video_fps is given) and returns the instances.json records."""
     infer, post = evaluator.make_predictor(apply_fn, conf_threshold=conf_threshold,
@@ -97,46 +100,46 @@ def predict(apply_fn, variables, frames, class_names, image_size, out, conf_thre
     return records, latencies
 
 
-def _class_names(config):
-    names = config.data.get("class_names", None)
-    if names:
-        return list(names)
+def class_names_of(config) -> list[str]:
+    """The run's class names: config.data.class_names (saved by training), else the dataset's, else
+    generic `class<k>` names."""
+    if config.data.class_names:
+        return list(config.data.class_names)
     try:
-        from lmsfa_jax.data import reader  # pylint: disable=g-import-not-at-top
         return reader.class_names(config.data.name, config.data.data_dir)
     except FileNotFoundError:
         return [f"class{k}" for k in range(config.model.num_classes)]
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workdir", required=True, help="training run directory")
-    parser.add_argument("--source", required=True, help="image, folder of images or video file")
-    parser.add_argument("--config", default=None, help="config file (.py or .json; default: WORKDIR/config.json)")
-    parser.add_argument("--checkpoint", default="best", help="best, latest or a checkpoint path")
-    parser.add_argument("--conf", type=float, default=0.25, help="confidence threshold")
-    parser.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold")
-    parser.add_argument("--max-det", type=int, default=300)
-    parser.add_argument("--out", default=None, help="output folder (default: WORKDIR/predict)")
-    parser.add_argument("--random-init", action="store_true", help="randomly initialised model (smoke test)")
-    args = parser.parse_args(argv)
+def define_flags(flag_values):
+    flags.DEFINE_string("source", None, "image, folder of images or video file", flag_values=flag_values)
+    flags.DEFINE_string("checkpoint", "best", "best, latest, a step number or a checkpoint path",
+                        flag_values=flag_values)
+    flags.DEFINE_float("conf", postprocess.DISPLAY_CONF_THRESHOLD, "confidence threshold",
+                       flag_values=flag_values)
+    flags.DEFINE_string("out", None, "output folder (default: WORKDIR/predict)", flag_values=flag_values)
+    flags.DEFINE_boolean("random_init", False, "a randomly initialised model (smoke test)",
+                         flag_values=flag_values)
 
-    workdir, source = pathlib.Path(args.workdir), pathlib.Path(args.source)
-    try:
-        if not source.exists():
-            raise FileNotFoundError(f"source not found: {source}")
-        config = evaluator.load_config(args.config or workdir / "config.json")
-        apply_fn, variables = evaluator.build_model_and_variables(
-            config, workdir, args.checkpoint, random_init=args.random_init)
-    except FileNotFoundError as e:  # missing config, checkpoint or source
-        sys.exit(f"error: {e}")
+
+def main(argv=None) -> list:
+    args = cli.parse(argv, __doc__, define_flags, config=cli.RUN_CONFIG,
+                     aliases={"iou": "config.eval.iou_threshold", "max_det": "config.eval.max_det"})
+    if not args.source:
+        raise cli.UsageError("--source is required")
+    config, workdir, source = args.config, pathlib.Path(args.workdir).expanduser(), pathlib.Path(args.source)
+    if not source.exists():
+        raise FileNotFoundError(f"source not found: {source}")
+    model, variables = cli.load_model(config, workdir, args.checkpoint, args.random_init)
     out = pathlib.Path(args.out) if args.out else workdir / "predict"
     out.mkdir(parents=True, exist_ok=True)
     video_fps = None
     if source.suffix.lower() in VIDEO_SUFFIXES:
         video_fps = cv2.VideoCapture(str(source)).get(cv2.CAP_PROP_FPS) or 25.0
-    records, latencies = predict(apply_fn, variables, iter_frames(source), _class_names(config),
-                                 config.data.image_size, out, args.conf, args.iou, args.max_det, video_fps)
+    records, latencies = predict(
+        evaluator.eval_apply_fn(model), variables, iter_frames(source), class_names_of(config),
+        config.data.image_size, out, conf_threshold=args.conf, iou_threshold=config.eval.iou_threshold,
+        max_det=config.eval.max_det, video_fps=video_fps)
     (out / "instances.json").write_text(json.dumps(records))
     mean_ms = float(np.mean(latencies))
     print(f"{len(records)} image(s), {sum(len(r['instances']) for r in records)} instances; "
@@ -145,5 +148,7 @@ def main(argv=None):
     return records
 
 
+cli_main = cli.entry_point(main)
+
 if __name__ == "__main__":
-    main()
+    cli_main()

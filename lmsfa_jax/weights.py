@@ -16,7 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmsfa_jax.nn.head import REG_MAX
+from lmsfa_jax.anchors import REG_MAX
+from lmsfa_jax.model import INIT_IMAGE_SHAPE, LMSFA
 
 DFL_KEY_SUFFIX = ".dfl.conv.weight"
 _IGNORED_SUFFIXES = (".num_batches_tracked",)
@@ -76,9 +77,8 @@ def _entries(variables: Mapping) -> Iterator[tuple[_Entry, Any]]:
 
 def variable_shapes(num_classes: int = 4, scale: str = "n") -> Mapping:
     """Shape/dtype tree of the training-form variables (no computation)."""
-    from lmsfa_jax.model import LMSFA
     model = LMSFA(num_classes=num_classes, scale=scale)
-    return jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 64, 64, 3), jnp.float32))
+    return jax.eval_shape(model.init, jax.random.key(0), jnp.zeros(INIT_IMAGE_SHAPE, jnp.float32))
 
 
 def _check_dfl(name: str, value) -> str | None:

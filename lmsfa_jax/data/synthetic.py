@@ -1,6 +1,7 @@
 """A synthetic endoscopy-like stand-in for PELD, written in the same on-disk layouts as the real data.
 
-    python -m lmsfa_jax.data.synthetic --out DIR --train 64 --val 16 --size 320 --seed 0 [--format coco]
+    write_dataset(out, {"train": 64, "val": 16}, size=320, seed=0, layout="yolo"|"coco")
+    python -m lmsfa_jax.make_synthetic --out DIR --train 64 --val 16 --size 320 --seed 0 [--format coco]
 
 Each image has a circular field of view with a dark vignette, textured reddish tissue, specular
 highlights and blurred smoke patches, and 2-7 instances of the four PELD classes drawn with distinct
@@ -13,7 +14,6 @@ Layouts: `yolo` (images/{split}/pXX_FFFF.jpg, labels/{split}/*.txt, data.yaml) o
 Output is a deterministic function of (seed, split, index, size).
 """
 
-import argparse
 import json
 import pathlib
 
@@ -263,21 +263,5 @@ def prepare_data_config(config, workdir) -> None:
     config.data.name, config.data.data_dir = name, data_dir
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--train", type=int, default=64)
-    parser.add_argument("--val", type=int, default=16)
-    parser.add_argument("--test", type=int, default=0)
-    parser.add_argument("--size", type=int, default=320, help="image side in pixels")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--format", choices=("yolo", "coco"), default="yolo")
-    args = parser.parse_args(argv)
-    out = write_dataset(
-        args.out, {"train": args.train, "val": args.val, "test": args.test}, args.size, args.seed, args.format
-    )
-    print(f"wrote synthetic {args.format} dataset to {out}")
-
-
 if __name__ == "__main__":
-    main()
+    raise SystemExit("moved: use python -m lmsfa_jax.make_synthetic (or lmsfa-make-synthetic)")

@@ -3,7 +3,7 @@
 'meta' ({'epoch': epochs completed, 'step'}); the run's config is `<workdir>/config.json`.
 
 Kept: the latest `keep_latest` checkpoints and the best by validation mask mAP50-95 (BEST_METRIC
-in the metrics passed to `save`). Saving is asynchronous: `save` returns once the arrays are
+in the epoch record passed to `save`; its VAL_PREFIX fields are stored with the checkpoint). Saving is asynchronous: `save` returns once the arrays are
 copied off the device; call `wait` (or `close`) before reading the files.
 
     restore_variables("runs/peld", "best")   # EMA variables for evaluation / export
@@ -15,7 +15,8 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
-BEST_METRIC = "val/mask_mAP50-95"
+VAL_PREFIX = "val/"                       # validation metrics in an epoch record
+BEST_METRIC = f"{VAL_PREFIX}mask_mAP50-95"
 CHECKPOINT_DIR = "checkpoints"
 
 
@@ -42,12 +43,16 @@ class Checkpointer:
 
     def __init__(self, workdir, keep_latest: int = 2, async_save: bool = True):
         self.directory = pathlib.Path(workdir).expanduser() / CHECKPOINT_DIR
-        self.manager = _manager(self.directory, keep_latest, async_save)
+        self._manager = _manager(self.directory, keep_latest, async_save)
 
-    def save(self, state, epoch: int, metrics: dict | None = None) -> None:
-        """Checkpoint after `epoch` epochs; metrics (with BEST_METRIC) only on validated epochs."""
+    def save(self, state, epoch: int, record: dict | None = None) -> None:
+        """Checkpoint after `epoch` epochs. `record`: the epoch's metrics; on validated epochs (with
+        BEST_METRIC) its validation metrics rank the checkpoint for 'best'."""
         step = int(state.step)
-        self.manager.save(step, args=ocp.args.Composite(
+        metrics = None
+        if record and BEST_METRIC in record:
+            metrics = {k: v for k, v in record.items() if k.startswith(VAL_PREFIX)}
+        self._manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state), ema=ocp.args.StandardSave(state.ema_variables()),
             meta=ocp.args.JsonSave({"epoch": int(epoch), "step": step})),
             metrics=metrics)
@@ -56,22 +61,28 @@ class Checkpointer:
         """-> (state, epochs completed) from the latest checkpoint, or None if there is none.
 
         `state` is a template (same structure, shapes and shardings), e.g. a freshly built one."""
-        step = self.manager.latest_step()
+        step = self.latest_step()
         if step is None:
             return None
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-        restored = self.manager.restore(step, args=ocp.args.Composite(
+        restored = self._manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
         return restored.state, int(restored.meta["epoch"])
 
     def best_step(self):
-        return self.manager.best_step()
+        return self._manager.best_step()
+
+    def latest_step(self):
+        return self._manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return sorted(self._manager.all_steps())
 
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        self._manager.wait_until_finished()
 
     def close(self) -> None:
-        self.manager.close()
+        self._manager.close()
 
 
 def _locate(path, checkpoint):
