@@ -23,8 +23,10 @@ class DatasetNotBuiltError(FileNotFoundError):
 
 
 def _build_hint(name: str) -> str:
-    return (f"build it with `python -m lmsfa_jax.build_dataset --source DIR_OR_ARCHIVE --name {name} "
-            "--data_dir DATA_DIR`")
+    return (
+        f"build it with `python -m lmsfa_jax.build_dataset --source DIR_OR_ARCHIVE --name {name} "
+        "--data_dir DATA_DIR`"
+    )
 
 
 def load_builder(name: str, data_dir) -> tfds.core.DatasetBuilder:

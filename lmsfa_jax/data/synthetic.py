@@ -20,7 +20,7 @@ import pathlib
 import cv2
 import numpy as np
 
-from lmsfa_jax.data import sources
+from lmsfa_jax.data import polygons as polygons_lib
 
 CLASS_NAMES = ["adipose tissue", "bone", "ligamentum flavum", "nerve"]
 IMAGES_PER_PATIENT = 10
@@ -138,7 +138,7 @@ def generate_image(rng: np.random.Generator, size: int):
     objects = []
     for label, mask in zip(labels, masks):
         visible = mask & fov
-        polygons = sources.mask_to_polygons(visible)
+        polygons = polygons_lib.mask_to_polygons(visible)
         if not polygons:
             continue
         largest = max(polygons, key=len)
@@ -237,7 +237,7 @@ def _add_coco(data: dict, name: str, index: int, size: int, objects) -> None:
 
 def ensure_synthetic_dataset(workdir, num_train: int, num_val: int, size: int, seed: int = 0):
     """Generates and builds the synthetic dataset into TFDS once -> (name, data_dir) for config.data."""
-    from lmsfa_jax.data import builder as builder_lib  # pylint: disable=g-import-not-at-top
+    from lmsfa_jax.data import build  # pylint: disable=g-import-not-at-top
     from lmsfa_jax.data import reader  # pylint: disable=g-import-not-at-top
 
     name = "synthetic_peld"
@@ -247,7 +247,7 @@ def ensure_synthetic_dataset(workdir, num_train: int, num_val: int, size: int, s
         reader.load_builder(name, data_dir)
     except reader.DatasetNotBuiltError:
         source = write_dataset(root / "source", {"train": num_train, "val": num_val}, size, seed)
-        builder_lib.build_dataset(source, name, data_dir, CLASS_NAMES)
+        build.build_dataset(source, name, data_dir, CLASS_NAMES)
     return name, str(data_dir)
 
 
