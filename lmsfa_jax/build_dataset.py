@@ -33,9 +33,8 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     built, report = build.build_dataset(args.source, args.name, args.data_dir, args.class_names,
                                         overwrite=args.overwrite)
-    print(f"built {args.name} into {built.data_dir}")
-    print(f"classes: {built.info.features['objects']['label'].names}")
-    print(report.summary())
+    print(f"{args.name} in {built.data_dir}")
+    print(report.summary())   # says whether it was reused, and the stored class names
     return built, report
 
 
