@@ -82,6 +82,19 @@ def test_box_only_mask_only_and_degenerate_predictions_are_counted(tmp_path):
     assert metrics["per_class"]["adipose"]["segm"]["AP"] == 0.0
 
 
+def test_rle_forms_give_the_same_mask(tmp_path):
+    """A compressed RLE, the same as uncompressed runs, and the polygon it was drawn from."""
+    gt = ground_truth()
+    polygon = gt["annotations"][0]["segmentation"]
+    compressed = coco.segmentation_to_rle(polygon, 40, 50)
+    runs = external.rle_runs(compressed["counts"])
+    assert sum(runs) == 40 * 50 and sum(runs[1::2]) == 20 * 25
+    path = write_json(tmp_path, [entry(segmentation=s) for s in (compressed, {"size": [40, 50], "counts": runs},
+                                                                 polygon)])
+    results, _ = external.load(path, gt)
+    assert [r["segmentation"] for r in results] == [compressed] * 3
+
+
 # ----------------------------------------------------------------------------- errors naming the place
 
 
@@ -107,6 +120,8 @@ def test_malformed_txt_line_names_file_and_line(tmp_path, line, message):
     ([entry(), {"image_id": 10, "category_id": 1, "bbox": [0, 0, 1, 1]}], r"entry 1: score None is not a finite"),
     ([entry(bbox=[0, 0, -1, 1])], r"entry 0: bbox \[0, 0, -1, 1\] is not \[x, y, width, height\]"),
     ([entry(segmentation={"size": [80, 100], "counts": "abc"})], r"entry 0: RLE size \[80, 100\].*40 x 50"),
+    ([entry(segmentation={"size": [40, 50], "counts": "zzzzzzzz"})], r"entry 0: RLE counts are not runs covering"),
+    ([entry(segmentation={"size": [40, 50], "counts": [1000, 999]})], r"entry 0: RLE counts are not runs covering"),
     ([entry(segmentation=[[1, 2, 3]])], r"entry 0: segmentation must be .* polygons"),
     ([{"image_id": 10, "category_id": 1, "score": 0.5}], r"entry 0: has neither bbox nor segmentation"),
     ([{"category_id": 1, "score": 0.5, "bbox": [0, 0, 1, 1]}], r"entry 0: has no image_id or file_name"),
@@ -141,7 +156,8 @@ def test_numeric_file_stems_make_integer_ids_ambiguous(tmp_path):
     is 0002.jpg; auto refuses to guess, match_by says which."""
     gt = ground_truth(file_names=("0001.jpg", "0002.jpg"), ids=(0, 1))
     path = write_json(tmp_path, [entry(image_id=1)])
-    with pytest.raises(InputError, match="image_id 1 is ambiguous.*--match_by image_id.*--match_by file_stem"):
+    with pytest.raises(InputError, match="1 integer image_ids are ambiguous, e.g. 1: it is image id 1, but the file named 1 is image id 0; "
+                       "pass --match_by image_id.*--match_by file_stem"):
         external.load(path, gt)
     assert external.load(path, gt, match_by="file_stem")[0][0]["image_id"] == 0
     assert external.load(path, gt, match_by="image_id")[0][0]["image_id"] == 1

@@ -148,12 +148,12 @@ class SplitImages:
         clashes = sorted(k for k in image_ids if self.numeric_stems.get(k, [k]) != [k])
         if clashes:
             k = clashes[0]
-            by_id = f"image id {k}" if k in self.size else "no image by id"
+            by_id = f"is image id {k}" if k in self.size else "is no image id"
             raise InputError(
-                f"{source}: image_id {k} is ambiguous ({len(clashes)} ids are): {by_id}, but image "
-                f"{self.numeric_stems[k]} is named {k}; pass --match_by image_id (ids as --write_gt "
-                "writes them) or --match_by file_stem (numeric file names, as `yolo val save_json=True` "
-                "writes ids)")
+                f"{source}: {len(clashes)} integer image_ids are ambiguous, e.g. {k}: it {by_id}, but the file "
+                f"named {k} is image id {self.numeric_stems[k][0]}; pass --match_by image_id (ids as "
+                "--write_gt writes them) or --match_by file_stem (numeric file names, as `yolo val "
+                "save_json=True` writes ids)")
 
 
 # ----------------------------------------------------------------------------- COCO results JSON
@@ -253,6 +253,10 @@ def _segmentation(segmentation, size, where, report):
         if segmentation["size"] != [height, width]:
             raise InputError(f"{where}: RLE size {segmentation['size']} but the image is {height} x {width} "
                              "(masks must be at the original resolution)")
+        counts = segmentation["counts"]
+        runs = rle_runs(counts) if isinstance(counts, str) else counts
+        if not all(isinstance(r, int) and r >= 0 for r in runs) or sum(runs) != height * width:
+            raise InputError(f"{where}: RLE counts are not runs covering the {height} x {width} image")
         return coco.segmentation_to_rle(segmentation, height, width)
     if not isinstance(segmentation, list) or not all(
             isinstance(p, list) and len(p) % 2 == 0 and all(_is_finite(v) for v in p) for p in segmentation):
@@ -261,6 +265,24 @@ def _segmentation(segmentation, size, where, report):
     if not any(len(p) >= 6 for p in segmentation):
         report.empty_mask += 1
     return coco.segmentation_to_rle(segmentation, height, width)
+
+
+def rle_runs(counts):
+    """The run lengths of a compressed COCO RLE string (pycocotools' encoding: 5 bits a character
+    offset by 48, bit 6 = more to come, sign-extended, runs after the third stored as differences
+    to the run two before); a malformed string gives negative or oversized runs."""
+    runs, value, shift = [], 0, 0
+    for char in counts:
+        code = ord(char) - 48
+        value |= (code & 0x1F) << shift
+        shift += 5
+        if code & 0x20:
+            continue
+        if code & 0x10:
+            value -= 1 << shift
+        runs.append(value + (runs[-2] if len(runs) > 2 else 0))
+        value, shift = 0, 0
+    return runs
 
 
 def _bbox(value, where):
