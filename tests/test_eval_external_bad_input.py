@@ -87,7 +87,7 @@ def test_rle_forms_give_the_same_mask(tmp_path):
     gt = ground_truth()
     polygon = gt["annotations"][0]["segmentation"]
     compressed = coco.segmentation_to_rle(polygon, 40, 50)
-    runs = external.rle_runs(compressed["counts"])
+    runs = external.rle_runs(compressed["counts"]).tolist()
     assert sum(runs) == 40 * 50 and sum(runs[1::2]) == 20 * 25
     path = write_json(tmp_path, [entry(segmentation=s) for s in (compressed, {"size": [40, 50], "counts": runs},
                                                                  polygon)])
@@ -121,6 +121,7 @@ def test_malformed_txt_line_names_file_and_line(tmp_path, line, message):
     ([entry(bbox=[0, 0, -1, 1])], r"entry 0: bbox \[0, 0, -1, 1\] is not \[x, y, width, height\]"),
     ([entry(segmentation={"size": [80, 100], "counts": "abc"})], r"entry 0: RLE size \[80, 100\].*40 x 50"),
     ([entry(segmentation={"size": [40, 50], "counts": "zzzzzzzz"})], r"entry 0: RLE counts are not runs covering"),
+    ([entry(segmentation={"size": [40, 50], "counts": "0W1"})], r"entry 0: RLE counts are not runs covering"),
     ([entry(segmentation={"size": [40, 50], "counts": [1000, 999]})], r"entry 0: RLE counts are not runs covering"),
     ([entry(segmentation=[[1, 2, 3]])], r"entry 0: segmentation must be .* polygons"),
     ([{"image_id": 10, "category_id": 1, "score": 0.5}], r"entry 0: has neither bbox nor segmentation"),

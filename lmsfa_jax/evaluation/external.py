@@ -254,8 +254,10 @@ def _segmentation(segmentation, size, where, report):
             raise InputError(f"{where}: RLE size {segmentation['size']} but the image is {height} x {width} "
                              "(masks must be at the original resolution)")
         counts = segmentation["counts"]
-        runs = rle_runs(counts) if isinstance(counts, str) else counts
-        if not all(isinstance(r, int) and r >= 0 for r in runs) or sum(runs) != height * width:
+        if isinstance(counts, list) and not all(isinstance(r, int) for r in counts):
+            raise InputError(f"{where}: RLE counts must be integers")
+        runs = rle_runs(counts) if isinstance(counts, str) else np.array(counts, np.int64)
+        if (runs < 0).any() or runs.sum() != height * width:
             raise InputError(f"{where}: RLE counts are not runs covering the {height} x {width} image")
         return coco.segmentation_to_rle(segmentation, height, width)
     if not isinstance(segmentation, list) or not all(
@@ -268,20 +270,27 @@ def _segmentation(segmentation, size, where, report):
 
 
 def rle_runs(counts):
-    """The run lengths of a compressed COCO RLE string (pycocotools' encoding: 5 bits a character
-    offset by 48, bit 6 = more to come, sign-extended, runs after the third stored as differences
-    to the run two before); a malformed string gives negative or oversized runs."""
-    runs, value, shift = [], 0, 0
-    for char in counts:
-        code = ord(char) - 48
-        value |= (code & 0x1F) << shift
-        shift += 5
-        if code & 0x20:
-            continue
-        if code & 0x10:
-            value -= 1 << shift
-        runs.append(value + (runs[-2] if len(runs) > 2 else 0))
-        value, shift = 0, 0
+    """The run lengths (int64 array) of a compressed COCO RLE string; [-1] if it is malformed.
+
+    pycocotools' encoding: a run is 5-bit groups, least significant first, in characters offset
+    by 48, bit 6 set while more groups follow and bit 5 of the last one its sign; runs after the
+    third are stored as differences to the run two before.
+    """
+    codes = np.frombuffer(counts.encode("utf-8"), np.uint8).astype(np.int64) - 48
+    last = (codes & 0x20) == 0                                   # the last group of each run
+    if codes.size and (codes.min() < 0 or codes.max() > 63 or not last[-1]):
+        return np.array([-1])
+    run = np.cumsum(last) - last                                 # the run each group belongs to
+    starts = np.flatnonzero(np.concatenate([[True], last[:-1]]))
+    position = np.arange(codes.size) - starts[run]               # the group's place in its run
+    if codes.size and position.max() > 11:
+        return np.array([-1])
+    runs = np.zeros(int(last.sum()), np.int64)
+    np.add.at(runs, run, (codes & 0x1F) << (5 * position))
+    negative = (codes[last] & 0x10) != 0
+    runs[negative] -= np.left_shift(1, 5 * (position[last][negative] + 1))
+    runs[1::2] = np.cumsum(runs[1::2])
+    runs[2::2] = np.cumsum(runs[2::2])
     return runs
 
 
