@@ -7,10 +7,12 @@
 Also `lmsfa-predict`. The config defaults to the run's WORKDIR/config.json. Writes to --out
 (default WORKDIR/predict): an overlay PNG per image (or an annotated .mp4 for a video) and
 instances.json: one entry per image / frame with its instances (class, class_id, score, box xyxy in
-original pixels, mask as COCO RLE). Prints batch-1 latency and FPS.
+original pixels, mask as COCO RLE). Prints batch-1 latency and FPS. Files of a folder that cannot
+be read or decoded are skipped with a warning and listed at the end; the rest are predicted.
 """
 import json
 import pathlib
+import sys
 import time
 
 import cv2
@@ -20,14 +22,19 @@ from absl import flags
 
 from lmsfa_jax import cli
 from lmsfa_jax.data import reader
+from lmsfa_jax.errors import InputError
 from lmsfa_jax.evaluation import coco, evaluator, plots, postprocess
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg"}
 
 
-def iter_frames(source):
-    """(name, frame index, RGB uint8 image) for an image file, a folder of images or a video."""
+def iter_frames(source, skipped: list | None = None):
+    """(name, frame index, RGB uint8 image) for an image file, a folder of images or a video.
+
+    A folder's image that cannot be read or decoded is skipped with a warning on stderr and
+    (path, why) appended to `skipped`; a single image or a video that cannot be read is an InputError.
+    """
     source = pathlib.Path(source)
     if source.is_dir():
         files = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -36,7 +43,7 @@ def iter_frames(source):
     elif source.suffix.lower() in VIDEO_SUFFIXES:
         capture = cv2.VideoCapture(str(source))
         if not capture.isOpened():
-            raise OSError(f"cannot open video {source}")
+            raise InputError(f"cannot open video {source}")
         index = 0
         while True:
             ok, frame = capture.read()
@@ -51,10 +58,17 @@ def iter_frames(source):
     else:
         raise FileNotFoundError(f"source not found: {source}")
     for path in files:
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise OSError(f"cannot decode image {path}")
-        yield path.name, 0, cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        try:
+            image = reader.decode_image(path.read_bytes())
+        except (OSError, ValueError) as error:
+            why = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+            if not source.is_dir():
+                raise InputError(f"cannot read image {path}: {why}") from None
+            print(f"warning: skipped {path}: {why}", file=sys.stderr)
+            if skipped is not None:
+                skipped.append((path, why))
+            continue
+        yield path.name, 0, image
 
 
 def instances_to_json(instances, class_names):
@@ -136,15 +150,22 @@ def main(argv=None) -> list:
     video_fps = None
     if source.suffix.lower() in VIDEO_SUFFIXES:
         video_fps = cv2.VideoCapture(str(source)).get(cv2.CAP_PROP_FPS) or 25.0
+    skipped = []
     records, latencies = predict(
-        evaluator.eval_apply_fn(model), variables, iter_frames(source), class_names_of(config),
+        evaluator.eval_apply_fn(model), variables, iter_frames(source, skipped), class_names_of(config),
         config.data.image_size, out, conf_threshold=args.conf, iou_threshold=config.eval.iou_threshold,
         max_det=config.eval.max_det, video_fps=video_fps)
+    unreadable = f"{len(skipped)} unreadable file(s) skipped: " + ", ".join(p.name for p, _ in skipped)
+    if not records:
+        raise InputError(f"no image or frame of {source} could be read"
+                         + (f"; {unreadable}" if skipped else ""))
     (out / "instances.json").write_text(json.dumps(records))
     mean_ms = float(np.mean(latencies))
     print(f"{len(records)} image(s), {sum(len(r['instances']) for r in records)} instances; "
           f"batch-1 latency {mean_ms:.1f} ms ({1000 / mean_ms:.1f} FPS, pre/post-processing included); "
           f"wrote {out}")
+    if skipped:
+        print(unreadable, file=sys.stderr)
     return records
 
 
