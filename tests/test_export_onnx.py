@@ -5,13 +5,14 @@ import json
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 
 import export_run
-from lmsfa_jax import predict, reparameterize
+from lmsfa_jax import LMSFA, predict, reparameterize
 from lmsfa_jax.errors import InputError
 from lmsfa_jax.evaluation import postprocess as pp
 from lmsfa_jax.export import __main__ as export_cli
@@ -25,11 +26,11 @@ E2E = dict(conf_threshold=0.85, iou_threshold=0.3, max_det=40)   # some NMS, few
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """The run's workdir, 4 test images and the JAX deploy model's outputs on them."""
+    """The run's workdir, its deploy variables, 4 test images and the deploy model's outputs on them."""
     workdir = tmp_path_factory.mktemp("export_onnx") / "run"
     deploy_variables = reparameterize(export_run.make_run(workdir))
     images = export_run.test_images(4, HW)
-    return workdir, images, export_run.deploy_outputs(deploy_variables, images)
+    return workdir, deploy_variables, images, export_run.deploy_outputs(deploy_variables, images)
 
 
 def _session(path):
@@ -42,7 +43,7 @@ def _run(session, images) -> dict:
 
 
 def test_onnx_runtime_equals_jax_deploy_at_batch_1_and_4(run, capsys):
-    workdir, images, expected = run
+    workdir, _, images, expected = run
     path = export_cli.main(["--workdir", str(workdir), "--format", "onnx", "--image_size", "64,96",
                             "--batch", "dynamic"])
     assert path == workdir / "export" / "lmsfa_n_64x96_dynamic.onnx"
@@ -63,7 +64,7 @@ def test_onnx_runtime_equals_jax_deploy_at_batch_1_and_4(run, capsys):
 
 
 def test_end_to_end_onnx_equals_postprocess(run):
-    workdir, images, reference = run
+    workdir, _, images, reference = run
     path = export_cli.main(["--workdir", str(workdir), "--format", "onnx", "--image_size", "64,96",
                             "--batch", "dynamic", "--end_to_end", f"--conf={E2E['conf_threshold']}",
                             f"--config.eval.iou_threshold={E2E['iou_threshold']}",
@@ -102,24 +103,27 @@ def test_postprocess_graph_is_exact_on_the_same_input(num_anchors, max_det, conf
         np.testing.assert_array_equal(actual[name], getattr(expected, name), err_msg=name)
 
 
-def test_predict_with_onnxruntime_backend_equals_jax_backend(run, tmp_path):
-    workdir = run[0]
+def test_predict_with_onnxruntime_backend_equals_jax_deploy(run, tmp_path):
+    """predict --backend onnxruntime --model FILE gives the instances that predict's own pipeline
+    (letterbox, postprocess, mapping back) gives with the JAX deploy model."""
+    workdir, deploy_variables, _, _ = run
     model = export_cli.main(["--workdir", str(workdir), "--format", "onnx", "--out", str(tmp_path / "m.onnx")])
     images = tmp_path / "images"
     images.mkdir()
-    rng = np.random.default_rng(3)
-    import cv2  # pylint: disable=g-import-not-at-top
-    cv2.imwrite(str(images / "a.png"), rng.integers(0, 255, (48, 80, 3), dtype=np.uint8))
-    common = ["--workdir", str(workdir), "--source", str(images), "--conf", "0.001"]
-    from_jax = predict.main(common + ["--out", str(tmp_path / "jax")])
-    from_onnx = predict.main(common + ["--out", str(tmp_path / "ort"), "--backend", "onnxruntime",
-                                       "--model", str(model)])
+    cv2.imwrite(str(images / "a.png"), np.random.default_rng(3).integers(0, 255, (48, 80, 3), dtype=np.uint8))
+    common = ["--workdir", str(workdir), "--source", str(images), "--conf", "0.5"]
+    from_onnx = predict.main(common + ["--out", str(tmp_path / "ort"), "--backend", "onnxruntime", "--model", str(model)])
+    (tmp_path / "jax").mkdir()
+    detect = predict.jax_detector(LMSFA(num_classes=4, deploy=True).apply, deploy_variables, conf_threshold=0.5,
+                                  iou_threshold=pp.IOU_THRESHOLD, max_det=pp.MAX_DET)
+    from_jax, _ = predict.predict(detect, predict.iter_frames(images), export_run.CLASS_NAMES,
+                                  export_run.IMAGE_SIZE, tmp_path / "jax")
     jax_instances, onnx_instances = from_jax[0]["instances"], from_onnx[0]["instances"]
     assert len(onnx_instances) == len(jax_instances) > 0
     for a, b in zip(sorted(onnx_instances, key=lambda i: -i["score"]), sorted(jax_instances, key=lambda i: -i["score"])):
         assert a["class"] == b["class"] and abs(a["score"] - b["score"]) < 1e-4
         np.testing.assert_allclose(a["box"], b["box"], atol=0.05)
-    assert (tmp_path / "ort" / "a_pred.png").is_file()
+    assert cv2.imread(str(tmp_path / "ort" / "a_pred.png")).shape == (48, 80, 3)
 
     with pytest.raises(InputError, match="data.image_size is 96"):   # the file takes 64×64
         predict.main(common + ["--backend", "onnxruntime", "--model", str(model), "--config.data.image_size=96"])
