@@ -18,7 +18,6 @@ uses all cores, and a 0.2 s pause before each call keeps the previous runtime's 
 competing (ONNX Runtime runs without spinning threads).
 """
 import argparse
-import functools
 import importlib.util
 import os
 import pathlib
@@ -59,7 +58,7 @@ def compare(forms: dict, images, runs: int, pause: float = 0.0) -> dict:
 def exported_forms(size: int, end_to_end: bool, threads: int) -> dict:
     """name -> batch-1 callable (images NHWC float32 numpy): JAX deploy and the exported forms."""
     from lmsfa_jax.evaluation import postprocess as pp  # pylint: disable=g-import-not-at-top
-    from lmsfa_jax.export import onnx_model, require, signature, stablehlo  # pylint: disable=g-import-not-at-top
+    from lmsfa_jax.export import signature, stablehlo  # pylint: disable=g-import-not-at-top
     variables = jax.jit(reparameterize)(init_variables(LMSFA(num_classes=4)))
     model = LMSFA(num_classes=4, deploy=True)
     settings = dict(conf_threshold=pp.DISPLAY_CONF_THRESHOLD, iou_threshold=pp.IOU_THRESHOLD,
@@ -69,22 +68,30 @@ def exported_forms(size: int, end_to_end: bool, threads: int) -> dict:
         specs[" e2e"] = specs[""]._replace(postprocess=settings)
     deploy = jax.jit(model.apply)
     forms = {"jax deploy": lambda images: deploy(variables, images)}
+    has_onnx = importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnx")
+    if not has_onnx:
+        print("onnx / onnxruntime not installed (pip install 'lmsfa_jax[export]'): no ONNX Runtime rows")
     for suffix, spec in specs.items():
-        if importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnx"):
-            ort = require("onnxruntime")
-            options = ort.SessionOptions()
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle between calls
-            options.intra_op_num_threads = threads
-            session = ort.InferenceSession(onnx_model.build(variables, spec).SerializeToString(), options,
-                                           providers=["CPUExecutionProvider"])
-            forms[f"onnxruntime{suffix}"] = functools.partial(lambda s, images: s.run(None, {"images": images}),
-                                                              session)
+        if has_onnx:
+            forms[f"onnxruntime{suffix}"] = _onnxruntime(variables, spec, threads)
         path = pathlib.Path(tempfile.mkdtemp()) / f"lmsfa{suffix.strip()}.stablehlo"
         path.write_bytes(stablehlo.serialize(signature.jax_function(model, variables, spec), spec, ["cpu"]))
         forms[f"stablehlo{suffix}"] = stablehlo.load_stablehlo(path)
     if importlib.util.find_spec("ultralytics"):
         forms["yolov8n-seg torch"] = _yolov8n_seg(threads)
     return forms
+
+
+def _onnxruntime(variables, spec, threads: int):
+    """The ONNX export of `spec` in an ONNX Runtime CPU session whose threads do not spin idle."""
+    import onnxruntime as ort  # pylint: disable=g-import-not-at-top
+    from lmsfa_jax.export import onnx_model  # pylint: disable=g-import-not-at-top
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(onnx_model.build(variables, spec).SerializeToString(), options,
+                                   providers=["CPUExecutionProvider"])
+    return lambda images: session.run(None, {"images": images})
 
 
 def _yolov8n_seg(threads: int):
@@ -102,8 +109,6 @@ def _yolov8n_seg(threads: int):
 
 def compare_exported(size: int, runs: int, end_to_end: bool, single_thread: bool) -> None:
     """Prints batch-1 latency of the exported forms side by side, with the ratio to JAX deploy."""
-    if single_thread:  # read when JAX starts its CPU backend, i.e. at the first computation
-        os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), SINGLE_THREAD_XLA_FLAGS])
     forms = exported_forms(size, end_to_end, 1 if single_thread else os.cpu_count())
     images = np.asarray(jax.random.uniform(jax.random.key(2), (1, size, size, 3)))
     times = compare({name: (lambda _, x, fn=fn: fn(x), None) for name, fn in forms.items()}, images, runs,
@@ -130,8 +135,10 @@ def main():
     parser.add_argument("--only_exported", action="store_true", help="only the exported forms")
     parser.add_argument("--end_to_end", action="store_true", help="exported forms with post-processing too")
     parser.add_argument("--single_thread", action="store_true",
-                        help="exported forms on one thread each (steadier on a busy machine)")
+                        help="every form on one thread (steadier on a busy machine)")
     args = parser.parse_args()
+    if args.single_thread:  # read when JAX starts its CPU backend, i.e. at the first computation
+        os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), SINGLE_THREAD_XLA_FLAGS])
     if args.only_exported:
         compare_exported(args.size, args.runs, args.end_to_end, args.single_thread)
         return
