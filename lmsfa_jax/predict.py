@@ -3,8 +3,13 @@
     python -m lmsfa_jax.predict --workdir runs/peld --source PATH [--config FILE]
         [--checkpoint best|latest|STEP|PATH] [--conf 0.25] [--out DIR] [--random_init]
         [--config.eval.iou_threshold=0.7] [--config.eval.max_det=300]
+        [--backend jax|onnxruntime|stablehlo --model FILE]
 
-Also `lmsfa-predict`. The config defaults to the run's WORKDIR/config.json. Writes to --out
+Also `lmsfa-predict`. The config defaults to the run's WORKDIR/config.json. `--backend jax` (the
+default) runs the run's checkpoint; `onnxruntime` and `stablehlo` run an exported --model FILE
+(`python -m lmsfa_jax.export`) through the same letterbox and post-processing, whose image size
+and class count must match the config (an --end_to_end export brings its own post-processing
+settings; --conf must then equal its threshold or be left out). Writes to --out
 (default WORKDIR/predict): an overlay PNG per image (or an annotated .mp4 for a video) and
 instances.json: one entry per image / frame with its instances (class, class_id, score, box xyxy in
 original pixels, mask as COCO RLE). Prints batch-1 latency and FPS. Files of a folder that cannot
@@ -24,6 +29,8 @@ from lmsfa_jax import cli
 from lmsfa_jax.data import reader
 from lmsfa_jax.errors import InputError
 from lmsfa_jax.evaluation import coco, evaluator, plots, postprocess
+from lmsfa_jax.export import metadata as export_metadata
+from lmsfa_jax.export import runtime
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg"}
@@ -79,22 +86,25 @@ def instances_to_json(instances, class_names):
             for b, s, c, rle in zip(instances["boxes"], instances["scores"], instances["classes"], rles)]
 
 
-def predict(apply_fn, variables, frames, class_names, image_size, out, *, conf_threshold, iou_threshold,
-            max_det, video_fps=None):
-    """Runs batch-1 prediction over `frames` -> (records, latencies in ms). Writes overlays (or
-    out/'{video}.mp4' when video_fps is given) and returns the instances.json records."""
-    infer, post = evaluator.make_predictor(apply_fn, conf_threshold=conf_threshold,
-                                           iou_threshold=iou_threshold, max_det=max_det)
+def jax_detector(apply_fn, variables, **postprocess_kwargs):
+    """images (B, S, S, 3) -> host `postprocess.Detections` of the JAX model."""
+    infer, post = evaluator.make_predictor(apply_fn, **postprocess_kwargs)
+    return lambda images: jax.device_get(post(*infer(variables, images)))
+
+
+def predict(detect, frames, class_names, image_size, out, *, video_fps=None):
+    """Runs batch-1 prediction with `detect` (images -> host Detections) over `frames` ->
+    (records, latencies in ms). Writes overlays (or out/'{video}.mp4' when video_fps is given) and
+    returns the instances.json records."""
     records, latencies, writer = [], [], None
     for number, (name, index, image) in enumerate(frames):
         start = time.perf_counter()
         prepared = evaluator.prepare_image(image, image_size)
-        batch = prepared.image[None]
         if number == 0:  # compile outside the timings
-            jax.block_until_ready(post(*infer(variables, batch)))
+            detect(prepared.image[None])
             start = time.perf_counter()
             prepared = evaluator.prepare_image(image, image_size)
-        detections = jax.device_get(post(*infer(variables, prepared.image[None])))
+        detections = detect(prepared.image[None])
         instances = evaluator.detections_to_original(detections, 0, prepared, image_size)
         latencies.append(1000 * (time.perf_counter() - start))
         records.append({"source": name, "frame": index, "height": image.shape[0], "width": image.shape[1],
@@ -134,6 +144,32 @@ def define_flags(flag_values):
     flags.DEFINE_string("out", None, "output folder (default: WORKDIR/predict)", flag_values=flag_values)
     flags.DEFINE_boolean("random_init", False, "a randomly initialised model (smoke test)",
                          flag_values=flag_values)
+    flags.DEFINE_enum("backend", "jax", ["jax", *runtime.BACKENDS], "jax: the run's checkpoint; "
+                      "onnxruntime / stablehlo: an exported --model FILE", flag_values=flag_values)
+    flags.DEFINE_string("model", None, "exported model file (with --backend onnxruntime or stablehlo)",
+                        flag_values=flag_values)
+
+
+def make_detector(args, config, workdir):
+    """images -> host Detections for the chosen --backend, with the run's post-processing settings."""
+    settings = dict(conf_threshold=args.conf, iou_threshold=config.eval.iou_threshold,
+                    max_det=config.eval.max_det)
+    if args.backend == "jax":
+        if args.model:
+            raise cli.UsageError("--model needs --backend onnxruntime or stablehlo")
+        model, variables = cli.load_model(config, workdir, args.checkpoint, args.random_init)
+        return jax_detector(evaluator.eval_apply_fn(model), variables, **settings)
+    if not args.model:
+        raise cli.UsageError(f"--backend {args.backend} needs --model FILE (an export of this run)")
+    exported = runtime.load(args.model, args.backend)
+    export_metadata.check_for_predict(exported.metadata, config, args.model)
+    baked = exported.metadata["postprocess"]
+    if baked is not None:
+        if args["conf"].present and args.conf != baked["conf_threshold"]:
+            raise cli.UsageError(f"--conf {args.conf}: {args.model} has its confidence threshold "
+                                 f"{baked['conf_threshold']} built in (export it again with --conf {args.conf})")
+        print(f"post-processing inside {args.model}: " + ", ".join(f"{k} {v}" for k, v in baked.items()))
+    return runtime.detector(exported, **settings)
 
 
 def main(argv=None) -> list:
@@ -144,17 +180,15 @@ def main(argv=None) -> list:
     config, workdir, source = args.config, pathlib.Path(args.workdir).expanduser(), pathlib.Path(args.source)
     if not source.exists():
         raise FileNotFoundError(f"source not found: {source}")
-    model, variables = cli.load_model(config, workdir, args.checkpoint, args.random_init)
+    detect = make_detector(args, config, workdir)
     out = pathlib.Path(args.out) if args.out else workdir / "predict"
     out.mkdir(parents=True, exist_ok=True)
     video_fps = None
     if source.suffix.lower() in VIDEO_SUFFIXES:
         video_fps = cv2.VideoCapture(str(source)).get(cv2.CAP_PROP_FPS) or 25.0
     skipped = []
-    records, latencies = predict(
-        evaluator.eval_apply_fn(model), variables, iter_frames(source, skipped), class_names_of(config),
-        config.data.image_size, out, conf_threshold=args.conf, iou_threshold=config.eval.iou_threshold,
-        max_det=config.eval.max_det, video_fps=video_fps)
+    records, latencies = predict(detect, iter_frames(source, skipped), class_names_of(config),
+                                 config.data.image_size, out, video_fps=video_fps)
     unreadable = f"{len(skipped)} unreadable file(s) skipped: " + ", ".join(p.name for p, _ in skipped)
     if not records:
         raise InputError(f"no image or frame of {source} could be read"

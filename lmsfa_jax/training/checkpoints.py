@@ -162,6 +162,11 @@ def _locate(path, checkpoint):
     return directory, step
 
 
+def resolve_step(path, checkpoint: str = "best") -> int:
+    """The step `restore_variables(path, checkpoint)` loads (e.g. what 'best' means today)."""
+    return _locate(path, checkpoint)[1]
+
+
 def restore_variables(path, checkpoint: str = "best") -> dict:
     """EMA model variables {'params', 'batch_stats'} of a run's checkpoint.
 
