@@ -20,6 +20,7 @@ import shutil
 import sys
 
 import jax
+from absl import logging as absl_logging
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
@@ -52,9 +53,16 @@ def _manager(directory, keep_latest: int = 2, async_save: bool = True, read_only
     # best_fn as well: without it best_step() silently returns the latest step.
     options = ocp.CheckpointManagerOptions(
         preservation_policy=policy, best_fn=_best_value, best_mode="max",
-        enable_async_checkpointing=async_save, create=not read_only, read_only=read_only)
-    return ocp.CheckpointManager(pathlib.Path(directory).expanduser().absolute(), options=options,
-                                 item_names=("state", "ema", "meta"))
+        enable_async_checkpointing=async_save, create=not read_only, read_only=read_only,
+        save_interval_steps=0 if read_only else 1)
+    verbosity = absl_logging.get_verbosity()
+    if read_only:  # orbax warns that a read-only manager is read-only
+        absl_logging.set_verbosity(absl_logging.ERROR)
+    try:
+        return ocp.CheckpointManager(pathlib.Path(directory).expanduser().absolute(), options=options,
+                                     item_names=("state", "ema", "meta"))
+    finally:
+        absl_logging.set_verbosity(verbosity)
 
 
 class Checkpointer:
@@ -144,6 +152,8 @@ def _locate(path, checkpoint):
     if path.name.isdigit() and (path / "ema").is_dir():
         return path.parent, int(path.name)
     directory = path / CHECKPOINT_DIR if (path / CHECKPOINT_DIR).is_dir() else path
+    if not any(p.name.isdigit() for p in directory.iterdir()):
+        raise FileNotFoundError(f"no checkpoints in {directory}")
     manager = _manager(directory, read_only=True)
     if checkpoint == "best":
         step = manager.best_step()
