@@ -24,14 +24,8 @@ def main():
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args()
     name, data_dir = synthetic.ensure_synthetic_dataset(args.workdir, args.images, 0, args.size, seed=0)
-    config = {
-        "name": name,
-        "data_dir": data_dir,
-        "image_size": args.size,
-        "max_instances": 64,
-        "mask_ratio": 4,
-        "cache_ram": True,
-    }
+    config = pipeline.default_data_config()
+    config.update(name=name, data_dir=data_dir, image_size=args.size, cache_ram=True)
     for workers in args.workers:
         with pipeline.InputPipeline(
             config, "train", args.batch_size, train=True, seed=0, num_workers=workers

@@ -9,6 +9,9 @@ from typing import Sequence, Tuple
 import jax
 import jax.numpy as jnp
 
+STRIDES = (8, 16, 32)   # output levels P3, P4, P5
+REG_MAX = 16            # DFL bins per box side (distances 0 .. REG_MAX - 1 in grid units)
+
 
 def make_anchors(
     feature_shapes: Sequence[Tuple[int, int]], strides: Sequence[int], offset: float = 0.5

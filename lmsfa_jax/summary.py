@@ -1,16 +1,20 @@
 """Per-layer summary of LMSF-A: module, parameters, output shape, conv GFLOPs; totals for the
 training form and the re-parameterised (deploy) form, with XLA's own cost estimate beside.
 
-    python -m lmsfa_jax.summary --config configs/peld.py [--size 640]
+    python -m lmsfa_jax.summary [--config configs/peld.py] [--size 640]
+
+Also `lmsfa-summary`. Without --config: the default model (4 classes, scale 'n').
 """
 import math
-import sys
 
 import jax
 import jax.numpy as jnp
+from absl import flags
 
+from lmsfa_jax import cli
 from lmsfa_jax.flops import conv_flops_by_layer
 from lmsfa_jax.model import LMSFA, init_variables, resolve_layers
+from lmsfa_jax.reparam import reparameterize
 
 
 def count_params(tree) -> int:
@@ -64,22 +68,13 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    from absl import flags
-    from ml_collections import config_flags
-
-    flag_values = flags.FlagValues()
-    config_flags.DEFINE_config_file("config", None, "Python config file.", flag_values=flag_values,
-                                    lock_config=True)
+def define_flags(flag_values):
     flags.DEFINE_integer("size", 640, "square input size for the GFLOPs figure", flag_values=flag_values)
-    flag_values(sys.argv if argv is None else argv)
-    num_classes, scale = 4, "n"
-    if flag_values.config is not None:
-        num_classes, scale = flag_values.config.model.num_classes, flag_values.config.model.scale
-    size = flag_values.size
 
-    from lmsfa_jax.reparam import reparameterize  # deploy form
 
+def main(argv=None) -> None:
+    args = cli.parse(argv, __doc__, define_flags, config=cli.OPTIONAL_CONFIG)
+    num_classes, scale, size = args.config.model.num_classes, args.config.model.scale, args.size
     model = LMSFA(num_classes=num_classes, scale=scale)
     variables = init_variables(model)
     rows, totals = summarize(model, variables, size)
@@ -95,8 +90,9 @@ def main(argv=None) -> int:
           f"{deploy_totals['gflops']:.3f} conv GFLOPs "
           f"(XLA cost_analysis: {xla_gflops(deploy_model, deploy_variables, size):.3f})")
     print("GFLOPs = 2 × conv multiply-accumulates; the paper's 8.8 (thop) also counts BatchNorm.")
-    return 0
 
+
+cli_main = cli.entry_point(main)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli_main()

@@ -4,8 +4,9 @@ import json
 
 import cv2
 import numpy as np
+import pytest
 
-from lmsfa_jax.data import builder
+from lmsfa_jax.data import build
 from lmsfa_jax.data import reader
 from lmsfa_jax.data import report as report_lib
 
@@ -49,10 +50,10 @@ def test_yolo_bad_inputs_are_counted_with_file_and_line(tmp_path):
     _image(imgs / "dup.png", value=200)
     _labels(labs / "dup.txt", [f"0 {TRIANGLE}"])
     _labels(labs / "orphan.txt", [f"0 {TRIANGLE}"])
-    _image(root / "images" / "val" / "v.png")
+    _image(root / "images" / "val" / "v.png", value=150)
     _labels(root / "labels" / "val" / "v.txt", [f"1 {TRIANGLE}"])
 
-    _, report = builder.build_dataset(root, "bad_yolo", tmp_path / "tfds")
+    _, report = build.build_dataset(root, "bad_yolo", tmp_path / "tfds")
 
     assert report.counts() == {
         report_lib.CLASS_OUT_OF_RANGE: 1,
@@ -121,7 +122,7 @@ def test_coco_bad_inputs_are_counted(tmp_path):
     (root / "annotations").mkdir()
     (root / "annotations" / "instances_train.json").write_text(json.dumps(data))
 
-    _, report = builder.build_dataset(root, "bad_coco", tmp_path / "tfds")
+    _, report = build.build_dataset(root, "bad_coco", tmp_path / "tfds")
 
     assert report.counts() == {
         report_lib.DUPLICATE_FILE_NAME: 1,
@@ -139,3 +140,13 @@ def test_coco_bad_inputs_are_counted(tmp_path):
     examples = {ex["file_name"]: ex for ex in reader.open_split("bad_coco", tmp_path / "tfds", "train")}
     assert sorted(examples) == ["images/train/a.png", "images/train/b.png"]
     np.testing.assert_array_equal(examples["images/train/a.png"]["labels"], [1])
+
+
+def test_invalid_data_yaml_is_one_line_naming_file_and_line(tmp_path):
+    root = tmp_path / "src"
+    _image(root / "images" / "train" / "a.png")
+    _labels(root / "labels" / "train" / "a.txt", [f"0 {TRIANGLE}"])
+    (root / "data.yaml").write_text("names:\n  - a\n  - [b\n")
+    with pytest.raises(report_lib.SourceError, match=r"data\.yaml:\d+: invalid YAML") as error:
+        build.build_dataset(root, "bad_yaml", tmp_path / "tfds")
+    assert "\n" not in str(error.value)

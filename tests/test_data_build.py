@@ -11,7 +11,7 @@ import pytest
 import tensorflow_datasets as tfds
 from pycocotools import mask as mask_utils
 
-from lmsfa_jax.data import builder
+from lmsfa_jax.data import build
 from lmsfa_jax.data import reader
 from lmsfa_jax.data import synthetic
 from lmsfa_jax.data import transforms
@@ -36,7 +36,7 @@ def _write_two_class_folder(root: pathlib.Path):
         split, stem = key.split("/")
         (root / split / "images").mkdir(parents=True, exist_ok=True)
         (root / split / "labels").mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(root / split / "images" / f"{stem}.png"), np.full((30, 40, 3), 90, np.uint8))
+        cv2.imwrite(str(root / split / "images" / f"{stem}.png"), np.full((30, 40, 3), 60 + ord(stem), np.uint8))
         lines = [" ".join([str(c)] + [str(v) for v in np.ravel(p)]) for c, p in objects]
         (root / split / "labels" / f"{stem}.txt").write_text("\n".join(lines))
     (root / "data.yaml").write_text("nc: 2\nnames:\n  0: tooth\n  1: caries\n")
@@ -45,7 +45,7 @@ def _write_two_class_folder(root: pathlib.Path):
 
 def test_custom_two_class_yolo_folder_builds_under_its_own_name(tmp_path):
     polygons = _write_two_class_folder(tmp_path / "teeth")
-    built, report = builder.build_dataset(tmp_path / "teeth", "my_teeth", tmp_path / "tfds")
+    built, report = build.build_dataset(tmp_path / "teeth", "my_teeth", tmp_path / "tfds")
     assert not report.issues
     assert reader.class_names("my_teeth", tmp_path / "tfds") == ["tooth", "caries"]
     assert sorted(tfds.data_source("my_teeth", data_dir=str(tmp_path / "tfds"))) == ["train", "val"]
@@ -99,7 +99,7 @@ def test_synthetic_source_round_trips_with_identical_masks(tmp_path, layout, arc
     source = root
     if archive:
         source = pathlib.Path(shutil.make_archive(str(tmp_path / "peld_archive"), "zip", tmp_path, "src"))
-    _, report = builder.build_dataset(source, "synthetic_roundtrip", tmp_path / "tfds")
+    _, report = build.build_dataset(source, "synthetic_roundtrip", tmp_path / "tfds")
     assert not report.issues, report.summary()
     assert "tensorflow" not in sys.modules
     coco_masks = {}
@@ -135,7 +135,7 @@ def test_reading_a_dataset_that_is_not_built_names_the_fix(tmp_path):
         reader.open_split("my_endo", tmp_path / "nowhere", "train")
     message = str(error.value)
     assert "my_endo" in message and str(tmp_path / "nowhere") in message
-    assert "python -m lmsfa_jax.data.build --source" in message and "--name my_endo" in message
+    assert "python -m lmsfa_jax.build_dataset --source" in message and "--name my_endo" in message
 
 
 def test_ensure_synthetic_dataset_builds_once(tmp_path):
@@ -168,10 +168,10 @@ def test_peld_builder_matches_source_class_names_by_name(tmp_path):
     cv2.imwrite(str(root / "images" / "train" / "x.png"), np.zeros((16, 16, 3), np.uint8))
     (root / "labels" / "train" / "x.txt").write_text("0 0.1 0.1 0.5 0.1 0.5 0.5\n2 0.1 0.1 0.5 0.1 0.5 0.5\n")
     (root / "data.yaml").write_text("names: [Nerve, bone, Adipose_Tissue, ligamentum flavum]\n")
-    _, report = builder.build_dataset(root, "peld", tmp_path / "tfds")
+    _, report = build.build_dataset(root, "peld", tmp_path / "tfds")
     assert report.images["train"] == 1
     (ex,) = reader.open_split("peld", tmp_path / "tfds", "train")
     np.testing.assert_array_equal(ex["labels"], [3, 0])  # nerve, adipose tissue in PELD order
     (root / "data.yaml").write_text("names: [nerve, bone, fat, ligamentum flavum]\n")
     with pytest.raises(ValueError, match=r"\['fat'\] are not among"):
-        builder.build_dataset(root, "peld", tmp_path / "other_tfds")
+        build.build_dataset(root, "peld", tmp_path / "other_tfds")

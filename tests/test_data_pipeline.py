@@ -2,7 +2,6 @@
 
 import logging
 
-import ml_collections
 import numpy as np
 import pytest
 
@@ -17,21 +16,12 @@ SIZE, M, RATIO = 64, 8, 4
 @pytest.fixture(scope="module")
 def data_config(tmp_path_factory):
     name, data_dir = synthetic.ensure_synthetic_dataset(tmp_path_factory.mktemp("work"), 6, 3, 48, seed=0)
-    return ml_collections.ConfigDict(
-        {
-            "name": name,
-            "data_dir": data_dir,
-            "image_size": SIZE,
-            "max_instances": M,
-            "mask_ratio": RATIO,
-            "num_workers": 0,
-            "cache_ram": True,
-        }
-    )
+    return _with(pipeline.default_data_config(), name=name, data_dir=data_dir, image_size=SIZE,
+                 max_instances=M, mask_ratio=RATIO, num_workers=0, cache_ram=True)
 
 
 def _with(config, **overrides):
-    config = ml_collections.ConfigDict(config.to_dict())
+    config = config.copy_and_resolve_references()
     config.update(overrides)
     return config
 
@@ -124,9 +114,8 @@ def _pattern_sample(rng, size):
 @pytest.mark.parametrize("use_mosaic", [True, False])
 def test_augmented_polygons_stay_on_their_pixels(use_mosaic):
     size = 128
-    cfg = augment.AugmentConfig(
-        image_size=size, degrees=20.0, shear=5.0, scale=0.3, hsv_h=0.0, hsv_s=0.0, hsv_v=0.0, fliplr=0.5
-    )
+    cfg = _with(pipeline.default_data_config(), image_size=size, degrees=20.0, shear=5.0, scale=0.3,
+                hsv_h=0.0, hsv_s=0.0, hsv_v=0.0, fliplr=0.5)
     rng = np.random.default_rng(0)
     samples = [augment.resize_sample(_pattern_sample(rng, size), size) for _ in range(4)]
     checked = 0

@@ -22,5 +22,5 @@ def test_unbuilt_peld_names_the_build_command(tmp_path):
     result = _train("--config", "configs/peld.py", "--workdir", str(tmp_path / "run"),
                     f"--config.data.data_dir={tmp_path / 'tfds'}")
     assert result.returncode != 0
-    assert "'peld' is not built" in result.stderr and "lmsfa_jax.data.build" in result.stderr
+    assert "'peld' is not built" in result.stderr and "lmsfa_jax.build_dataset" in result.stderr
     assert "Traceback" not in result.stderr

@@ -73,7 +73,7 @@ def test_killed_run_resumes_at_the_next_step_with_identical_results(uninterrupte
     monkeypatch.setattr(checkpoints.Checkpointer, "save", save_then_die)
     with pytest.raises(Killed):
         loop.train_and_evaluate(_config(), tmp_path)
-    assert checkpoints.Checkpointer(tmp_path).manager.latest_step() == 2 * STEPS_PER_EPOCH
+    assert checkpoints.Checkpointer(tmp_path).latest_step() == 2 * STEPS_PER_EPOCH
     monkeypatch.setattr(checkpoints.Checkpointer, "save", save)
 
     loop.train_and_evaluate(_config(), tmp_path)

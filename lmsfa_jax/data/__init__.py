@@ -1,8 +1,10 @@
 """Data: PELD and custom datasets in TFDS (no TensorFlow), a synthetic stand-in, the input pipeline.
 
 Building (see README):
-  python -m lmsfa_jax.data.build --source DIR_OR_ARCHIVE --name NAME --data_dir DATA_DIR
-  builder.build_dataset(source, name, data_dir, class_names=None) -> (tfds builder, report.BuildReport)
+  python -m lmsfa_jax.build_dataset --source DIR_OR_ARCHIVE --name NAME --data_dir DATA_DIR [--overwrite]
+  build.build_dataset(source, name, data_dir, class_names=None, overwrite=False)
+      -> (tfds builder, report.BuildReport); a changed source raises report.SourceError (one line)
+  sources / yolo_source / coco_source / archives / polygons: reading YOLO-seg and COCO folders/archives
   peld.Builder                       the registered "peld" TFDS builder (manual_dir download)
   synthetic.write_dataset(out, {"train": n, "val": m}, size, seed, layout="yolo"|"coco")
   synthetic.ensure_synthetic_dataset(workdir, num_train, num_val, size, seed) -> (name, data_dir)

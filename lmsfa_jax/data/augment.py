@@ -2,9 +2,8 @@
 
 A sample is a dict: image (h, w, 3) uint8 RGB, labels (K,) int32, polygons (list of K lists of
 (P, 2) float32 pixel arrays). `to_targets` turns a final (S, S) sample into fixed-shape arrays.
+`cfg` is `config.data` (fields and defaults: `pipeline.default_data_config`).
 """
-
-import dataclasses
 
 import numpy as np
 
@@ -13,31 +12,6 @@ from lmsfa_jax.data import transforms
 _MIN_BOX_SIDE = 2.0  # pixels; smaller objects are dropped after augmentation
 _MIN_AREA_KEPT = 0.1  # objects losing more of their area to the image border are dropped
 _MAX_ASPECT = 100.0
-
-
-@dataclasses.dataclass(frozen=True)
-class AugmentConfig:
-    """The augmentation fields of `config.data` (Ultralytics defaults)."""
-
-    image_size: int = 640
-    max_instances: int = 64
-    mask_ratio: int = 4
-    mosaic: float = 1.0
-    close_mosaic: int = 10
-    translate: float = 0.1
-    scale: float = 0.5
-    degrees: float = 0.0
-    shear: float = 0.0
-    hsv_h: float = 0.015
-    hsv_s: float = 0.7
-    hsv_v: float = 0.4
-    fliplr: float = 0.5
-
-    @classmethod
-    def from_config(cls, data_config) -> "AugmentConfig":
-        """Takes the fields present in a ConfigDict/dict, defaults for the rest."""
-        get = data_config.get if hasattr(data_config, "get") else lambda k, d: getattr(data_config, k, d)
-        return cls(**{f.name: type(f.default)(get(f.name, f.default)) for f in dataclasses.fields(cls)})
 
 
 def resize_sample(sample: dict, size: int) -> dict:
@@ -86,7 +60,7 @@ def mosaic(samples: list[dict], rng: np.random.Generator, size: int) -> dict:
     return {"image": canvas, "labels": np.asarray(labels, np.int32), "polygons": polygons}
 
 
-def random_affine(sample: dict, rng: np.random.Generator, cfg: AugmentConfig) -> dict:
+def random_affine(sample: dict, rng: np.random.Generator, cfg) -> dict:
     """Random rotation/scale/shear/translation into (S, S); polygons are clipped and small leftovers dropped."""
     size = cfg.image_size
     h, w = sample["image"].shape[:2]
@@ -116,7 +90,7 @@ def random_affine(sample: dict, rng: np.random.Generator, cfg: AugmentConfig) ->
     return {"image": image, "labels": np.asarray(labels, np.int32), "polygons": polygons}
 
 
-def color_and_flip(sample: dict, rng: np.random.Generator, cfg: AugmentConfig) -> dict:
+def color_and_flip(sample: dict, rng: np.random.Generator, cfg) -> dict:
     image = transforms.hsv_jitter(sample["image"], rng, cfg.hsv_h, cfg.hsv_s, cfg.hsv_v)
     polygons = sample["polygons"]
     if rng.random() < cfg.fliplr:
@@ -125,7 +99,7 @@ def color_and_flip(sample: dict, rng: np.random.Generator, cfg: AugmentConfig) -
 
 
 def train_sample(
-    load, index: int, num_images: int, rng: np.random.Generator, cfg: AugmentConfig, use_mosaic: bool
+    load, index: int, num_images: int, rng: np.random.Generator, cfg, use_mosaic: bool
 ) -> dict:
     """Augmented (S, S) sample of image `index`; `load(i)` gives the resized sample of image i."""
     if use_mosaic and rng.random() < cfg.mosaic:

@@ -13,7 +13,8 @@ Records are array_record files read back with `tfds.data_source`. Features of on
   points         (num_points_total, 2) float32  all polygon vertices (x, y) in original pixels
 
 Polygons are flattened because nested ragged sequences cannot be decoded without TensorFlow;
-`reader.py` rebuilds the per-object lists.
+`reader.py` rebuilds the per-object lists. Each build stores the source's fingerprint and its build
+report beside the data (`fingerprint.FILE_NAME`); `build.build_dataset` compares them before reusing it.
 """
 
 import inspect
@@ -24,7 +25,11 @@ from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
+from lmsfa_jax.data import archives
+from lmsfa_jax.data import fingerprint
+from lmsfa_jax.data import leaks
 from lmsfa_jax.data import report as report_lib
+from lmsfa_jax.data import source_example
 from lmsfa_jax.data import sources
 from lmsfa_jax.data import transforms
 
@@ -56,7 +61,7 @@ def features(class_names: list[str]) -> tfds.features.FeaturesDict:
     )
 
 
-def encode_example(example: sources.SourceExample) -> dict:
+def encode_example(example: source_example.SourceExample) -> dict:
     """A `SourceExample` as the feature dict above."""
     polygons = [p for obj in example.objects for p in obj.polygons]
     return {
@@ -89,9 +94,9 @@ def label_map_for(source_names: list[str], class_names: list[str], where) -> dic
     index = {_normalised(n): i for i, n in enumerate(class_names)}
     missing = [n for n in source_names if _normalised(n) not in index]
     if missing:
-        raise ValueError(
+        raise report_lib.SourceError(
             f"{where}: class names {missing} are not among {class_names}; build it as a custom "
-            "dataset instead: python -m lmsfa_jax.data.build --source ... --name ..."
+            "dataset instead: python -m lmsfa_jax.build_dataset --source ... --name ..."
         )
     return {i: index[_normalised(n)] for i, n in enumerate(source_names)}
 
@@ -101,7 +106,8 @@ class SegmentationBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
 
     Subclasses set `CLASS_NAMES`; the source is `source=` given to the constructor, or else the first
     folder or archive found in the download manager's `manual_dir`. Source class ids are mapped to
-    `CLASS_NAMES` by name. After `download_and_prepare`, `build_report` lists what was skipped.
+    `CLASS_NAMES` by name. After `download_and_prepare`, `build_report` lists what was skipped; it is
+    stored with the source's fingerprint in the version folder.
     """
 
     VERSION = VERSION
@@ -112,7 +118,7 @@ class SegmentationBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
     def __init__(self, *, source=None, **kwargs):
         kwargs.setdefault("file_format", "array_record")
         self._source = source
-        self.build_report = report_lib.BuildReport()
+        self.build_report = report_lib.BuildReport(class_names=list(self.CLASS_NAMES))
         super().__init__(**kwargs)
 
     @tfds.core.utils.classproperty
@@ -134,26 +140,30 @@ class SegmentationBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         if self._source is not None:
             return pathlib.Path(self._source)
         manual_dir = pathlib.Path(dl_manager.manual_dir)
-        archives = sorted(p for p in manual_dir.iterdir() if sources.is_archive(p))
+        found = sorted(p for p in manual_dir.iterdir() if archives.is_archive(p))
         folders = sorted(p for p in manual_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
-        if folders or not archives:
+        if folders or not found:
             return manual_dir
-        return archives[0]
+        return found[0]
 
     def _download_and_prepare(self, dl_manager, download_config=None):
-        self.build_report = report_lib.BuildReport()
+        self.build_report = report_lib.BuildReport(class_names=list(self.CLASS_NAMES))
+        self._leaks = leaks.SplitLeakCheck()
         source = self._locate_source(dl_manager)
         logging.info("building %s from %s", self.name, source)
-        with sources.opened(source) as root:  # an archive stays extracted until all splits are written
+        stamp = fingerprint.compute(source, self.CLASS_NAMES, exclude=str(self.data_dir_root))
+        with archives.opened(source) as root:  # an archive stays extracted until all splits are written
             self._root = root
             super()._download_and_prepare(dl_manager, download_config)
+        # data_dir is the `incomplete.*` folder here: the fingerprint appears with the data, atomically.
+        fingerprint.save(self.data_dir, stamp, self.build_report)
         logging.info("%s build summary:\n%s", self.name, self.build_report.summary())
 
     def _split_generators(self, dl_manager):
         del dl_manager  # the source was located in _download_and_prepare
         splits = sources.find_splits(self._root)
         if not splits:
-            raise ValueError(f"{self._root}: no train/val/test images found")
+            raise report_lib.SourceError(f"{self._root}: no train/val/test images found")
         if "test" not in splits:
             logging.warning("%s: the source has only the splits %s", self._root, splits)
         source_names = sources.read_class_names(self._root)
@@ -164,13 +174,16 @@ class SegmentationBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         for ex in sources.iter_examples(self._root, split, num_source_classes, self.build_report, label_map):
             self.build_report.images[split] += 1
             self.build_report.objects[split] += len(ex.objects)
+            self._leaks.add(split, ex.file_name, ex.image_bytes, self.build_report)
             yield f"{split}/{ex.file_name}", encode_example(ex)
 
 
 def custom_builder_class(name: str, class_names: list[str]) -> type[SegmentationBuilder]:
     """A builder class for a user-named dataset with the given class names (not globally registered)."""
     if not name.isidentifier() or name != name.lower():
-        raise ValueError(f"dataset name {name!r} must be lower-case letters, digits and underscores")
+        raise report_lib.SourceError(
+            f"dataset name {name!r} must be lower-case letters, digits and underscores"
+        )
     return type(
         f"Custom_{name}",
         (SegmentationBuilder,),
@@ -181,24 +194,3 @@ def custom_builder_class(name: str, class_names: list[str]) -> type[Segmentation
         },
         skip_registration=True,
     )
-
-
-def build_dataset(source, name: str, data_dir, class_names: list[str] | None = None):
-    """Builds a YOLO-seg/COCO folder or archive into TFDS as `name` -> (builder, BuildReport).
-
-    Class names default to the source's YAML `names` / COCO categories, in their order; the name
-    "peld" uses the registered PELD builder (class names fixed, matched by name).
-    """
-    data_dir = str(pathlib.Path(data_dir).expanduser())
-    if name == "peld":
-        from lmsfa_jax.data import peld  # pylint: disable=g-import-not-at-top
-
-        builder = peld.Builder(source=source, data_dir=data_dir)
-        builder.download_and_prepare()
-        return builder, builder.build_report
-    if class_names is None:
-        with sources.opened(source) as root:
-            class_names = sources.read_class_names(root)
-    builder = custom_builder_class(name, class_names)(source=source, data_dir=data_dir)
-    builder.download_and_prepare()
-    return builder, builder.build_report

@@ -26,12 +26,44 @@ import multiprocessing
 import os
 
 import cv2
+import ml_collections
 import numpy as np
 
 from lmsfa_jax.data import augment
 from lmsfa_jax.data import reader as reader_lib
+from lmsfa_jax.errors import InputError
 
 _PREFETCH_PER_WORKER = 2
+
+
+def default_data_config() -> ml_collections.ConfigDict:
+    """`config.data`: the dataset, the loader and the augmentation (Ultralytics defaults).
+
+    The one definition of these fields; `training.config.default_config` uses it and
+    `InputPipeline` reads them.
+    """
+    return ml_collections.ConfigDict(dict(
+        name="peld",                # TFDS dataset name (`python -m lmsfa_jax.build_dataset --name`)
+        data_dir="~/tensorflow_datasets",
+        train_split="train",
+        val_split="val",
+        class_names=(),             # filled from the dataset when a run starts (saved in config.json)
+        num_workers=0,              # augmenting worker processes (0: in the main process)
+        cache_ram=False,            # keep decoded, resized images in memory
+        image_size=640,             # square network input S (a multiple of 32)
+        max_instances=64,           # M: objects kept per image (extra ones dropped, counted)
+        mask_ratio=4,               # masks at S / mask_ratio (the prototype resolution)
+        mosaic=1.0,                 # probability of a 4-image mosaic
+        close_mosaic=10,            # no mosaic in the last epochs
+        translate=0.1,              # random affine: fraction of S
+        scale=0.5,                  # random affine: gain range 1 ± scale
+        degrees=0.0,
+        shear=0.0,
+        hsv_h=0.015,                # HSV jitter gains
+        hsv_s=0.7,
+        hsv_v=0.4,
+        fliplr=0.5,                 # horizontal flip probability
+    ))
 
 
 class BatchMaker:
@@ -44,7 +76,7 @@ class BatchMaker:
         split: str,
         batch_size: int,
         train: bool,
-        cfg: augment.AugmentConfig,
+        cfg: ml_collections.ConfigDict,
         cache_ram: bool,
     ):
         self.reader = reader_lib.open_split(name, data_dir, split)
@@ -164,7 +196,10 @@ def _make_in_worker(task):
 
 
 class InputPipeline:
-    """Epoch iterator over a split; `num_workers` > 0 uses a pool of spawned processes (kept across epochs)."""
+    """Epoch iterator over a split; `num_workers` > 0 uses a pool of spawned processes (kept across epochs).
+
+    data_config: `config.data`, with every field of `default_data_config`.
+    """
 
     def __init__(
         self,
@@ -176,25 +211,25 @@ class InputPipeline:
         total_epochs: int | None = None,
         num_workers: int | None = None,
     ):
-        self.cfg = augment.AugmentConfig.from_config(data_config)
+        self.cfg = data_config
         self.seed, self.train, self.total_epochs, self.batch_size = seed, train, total_epochs, batch_size
-        self.num_workers = int(data_config.get("num_workers", 0) if num_workers is None else num_workers)
+        self.num_workers = data_config.num_workers if num_workers is None else num_workers
         self._maker_args = (
-            str(data_config["name"]),
-            str(os.path.expanduser(data_config["data_dir"])),
+            data_config.name,
+            os.path.expanduser(data_config.data_dir),
             split,
             batch_size,
             train,
-            self.cfg,
-            bool(data_config.get("cache_ram", False)),
+            data_config,
+            data_config.cache_ram,
         )
         self._maker = BatchMaker(*self._maker_args)
         num_images = len(self._maker)
         self.num_batches = num_images // batch_size if train else -(-num_images // batch_size)
         if self.num_batches == 0:
-            raise ValueError(
+            raise InputError(
                 f"split {split!r} of {data_config['name']!r} has {num_images} images, not enough "
-                f"for one batch of {batch_size}"
+                f"for one batch of {batch_size} (config.batch_size)"
             )
         self.class_names = self._maker.reader.class_names
         self.dropped_instances = collections.Counter()  # epoch -> objects dropped beyond max_instances

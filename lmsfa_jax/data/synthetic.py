@@ -1,6 +1,7 @@
 """A synthetic endoscopy-like stand-in for PELD, written in the same on-disk layouts as the real data.
 
-    python -m lmsfa_jax.data.synthetic --out DIR --train 64 --val 16 --size 320 --seed 0 [--format coco]
+    write_dataset(out, {"train": 64, "val": 16}, size=320, seed=0, layout="yolo"|"coco")
+    python -m lmsfa_jax.make_synthetic --out DIR --train 64 --val 16 --size 320 --seed 0 [--format coco]
 
 Each image has a circular field of view with a dark vignette, textured reddish tissue, specular
 highlights and blurred smoke patches, and 2-7 instances of the four PELD classes drawn with distinct
@@ -13,14 +14,13 @@ Layouts: `yolo` (images/{split}/pXX_FFFF.jpg, labels/{split}/*.txt, data.yaml) o
 Output is a deterministic function of (seed, split, index, size).
 """
 
-import argparse
 import json
 import pathlib
 
 import cv2
 import numpy as np
 
-from lmsfa_jax.data import sources
+from lmsfa_jax.data import polygons as polygons_lib
 
 CLASS_NAMES = ["adipose tissue", "bone", "ligamentum flavum", "nerve"]
 IMAGES_PER_PATIENT = 10
@@ -138,7 +138,7 @@ def generate_image(rng: np.random.Generator, size: int):
     objects = []
     for label, mask in zip(labels, masks):
         visible = mask & fov
-        polygons = sources.mask_to_polygons(visible)
+        polygons = polygons_lib.mask_to_polygons(visible)
         if not polygons:
             continue
         largest = max(polygons, key=len)
@@ -237,7 +237,7 @@ def _add_coco(data: dict, name: str, index: int, size: int, objects) -> None:
 
 def ensure_synthetic_dataset(workdir, num_train: int, num_val: int, size: int, seed: int = 0):
     """Generates and builds the synthetic dataset into TFDS once -> (name, data_dir) for config.data."""
-    from lmsfa_jax.data import builder as builder_lib  # pylint: disable=g-import-not-at-top
+    from lmsfa_jax.data import build  # pylint: disable=g-import-not-at-top
     from lmsfa_jax.data import reader  # pylint: disable=g-import-not-at-top
 
     name = "synthetic_peld"
@@ -247,7 +247,7 @@ def ensure_synthetic_dataset(workdir, num_train: int, num_val: int, size: int, s
         reader.load_builder(name, data_dir)
     except reader.DatasetNotBuiltError:
         source = write_dataset(root / "source", {"train": num_train, "val": num_val}, size, seed)
-        builder_lib.build_dataset(source, name, data_dir, CLASS_NAMES)
+        build.build_dataset(source, name, data_dir, CLASS_NAMES)
     return name, str(data_dir)
 
 
@@ -263,21 +263,5 @@ def prepare_data_config(config, workdir) -> None:
     config.data.name, config.data.data_dir = name, data_dir
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--train", type=int, default=64)
-    parser.add_argument("--val", type=int, default=16)
-    parser.add_argument("--test", type=int, default=0)
-    parser.add_argument("--size", type=int, default=320, help="image side in pixels")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--format", choices=("yolo", "coco"), default="yolo")
-    args = parser.parse_args(argv)
-    out = write_dataset(
-        args.out, {"train": args.train, "val": args.val, "test": args.test}, args.size, args.seed, args.format
-    )
-    print(f"wrote synthetic {args.format} dataset to {out}")
-
-
 if __name__ == "__main__":
-    main()
+    raise SystemExit("moved: use python -m lmsfa_jax.make_synthetic (or lmsfa-make-synthetic)")

@@ -1,8 +1,8 @@
 """Runs a model over a dataset split in fixed-shape batches and scores it (used by evaluate.py,
 predict.py and training's periodic validation).
 
-    apply_fn = lambda variables, images: model.apply(variables, images, train=False)
-    report = evaluate_split(apply_fn, variables, reader, image_size=640, batch_size=16)
+    report = evaluate_split(eval_apply_fn(model), variables, reader, image_size=640, batch_size=16,
+                            **postprocess_settings(config))
     report.metrics      # coco.evaluate's JSON-ready dict (+ "speed_ms_per_image")
     report.results      # COCO results list (predictions.json)
 
@@ -11,14 +11,10 @@ predict.py and training's periodic validation).
 padded with blank images so that nothing recompiles.
 """
 import functools
-import importlib.util
-import json
-import pathlib
 import time
 from typing import Any, Callable, NamedTuple
 
 import jax
-import ml_collections
 import numpy as np
 from tqdm import tqdm
 
@@ -77,9 +73,20 @@ def _batches(n, batch_size):
     return [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
 
 
+def eval_apply_fn(model) -> Callable:
+    """(variables, images) -> (decoded, protos): the model in eval mode, computing in float32."""
+    return functools.partial(model.clone(dtype=None).apply, train=False)
+
+
+def postprocess_settings(config) -> dict:
+    """The post-processing keyword arguments of a run config (`config.eval`)."""
+    return dict(conf_threshold=config.eval.conf_threshold, iou_threshold=config.eval.iou_threshold,
+                max_det=config.eval.max_det)
+
+
 def run_split(apply_fn, variables, reader, *, image_size, batch_size, on_image=None, progress=True,
-              conf_threshold=0.001, iou_threshold=0.7, max_det=300, multi_label=True,
-              retina_masks=False):
+              conf_threshold=pp.CONF_THRESHOLD, iou_threshold=pp.IOU_THRESHOLD, max_det=pp.MAX_DET,
+              multi_label=True, retina_masks=False):
     """Predicts every example of `reader` -> (results, ground-truth examples, timings in ms/image).
 
     on_image(example, instances) is called per image with the original-pixel instances (for
@@ -127,40 +134,3 @@ def evaluate_split(apply_fn, variables, reader, *, image_size, batch_size, **kwa
     metrics, curves = coco.evaluate(ground_truth, results, reader.class_names)
     metrics["speed_ms_per_image"] = timings
     return EvalReport(metrics, curves, results, ground_truth)
-
-
-def load_variables(workdir, checkpoint="best"):
-    """Model variables {'params', 'batch_stats'} of a training run: checkpoint 'best', 'latest' or a
-    path. Delegates to `lmsfa_jax.training.checkpoints.restore_variables` (owned by training)."""
-    try:
-        from lmsfa_jax.training import checkpoints  # pylint: disable=g-import-not-at-top
-    except ImportError as e:
-        raise RuntimeError("loading checkpoints needs lmsfa_jax.training.checkpoints, which is not "
-                           "installed in this checkout; evaluate with --random-init instead") from e
-    return checkpoints.restore_variables(workdir, checkpoint)
-
-
-def build_model_and_variables(config, workdir, checkpoint, random_init=False, seed=0):
-    """(apply_fn, variables) for config.model; random_init skips the checkpoint (smoke tests)."""
-    from lmsfa_jax.model import init_variables, model_from_config  # pylint: disable=g-import-not-at-top
-    model = model_from_config(config)
-    if random_init:
-        variables = init_variables(model, seed)
-    else:
-        variables = load_variables(workdir, checkpoint)
-    return (lambda v, images: model.apply(v, images, train=False)), variables
-
-
-def load_config(path):
-    """A run config: get_config() of a Python config file, or a run's saved `config.json`.
-
-    FileNotFoundError names a missing file."""
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
-    if path.suffix == ".json":
-        return ml_collections.ConfigDict(json.loads(path.read_text()))
-    spec = importlib.util.spec_from_file_location(f"lmsfa_config_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()

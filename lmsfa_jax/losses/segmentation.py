@@ -26,7 +26,7 @@ from typing import Mapping, Optional, Sequence, Tuple
 import jax
 import jax.numpy as jnp
 
-from lmsfa_jax.anchors import dfl_expectation, dist2bbox, make_anchors
+from lmsfa_jax.anchors import REG_MAX, STRIDES, dfl_expectation, dist2bbox, make_anchors
 from lmsfa_jax.losses.assigner import tal_assign
 from lmsfa_jax.losses.box import bbox2dist, bbox_ciou, dfl_loss
 from lmsfa_jax.losses.buckets import bucket_sizes, switch_on_size
@@ -63,8 +63,8 @@ def segmentation_loss(
     num_classes: int,
     hyp: Optional[Mapping[str, float]] = None,
     *,
-    strides: Sequence[int] = (8, 16, 32),
-    reg_max: int = 16,
+    strides: Sequence[int] = STRIDES,
+    reg_max: int = REG_MAX,
     topk: int = 10,
     alpha: float = 0.5,
     beta: float = 6.0,

@@ -8,13 +8,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lmsfa_jax.anchors import dfl_expectation, dist2bbox, make_anchors, xyxy_to_cxcywh
+from lmsfa_jax.anchors import REG_MAX, STRIDES, dfl_expectation, dist2bbox, make_anchors, xyxy_to_cxcywh
 from lmsfa_jax.nn.conv import TORCH_CONV_INIT, Conv, ConvGN, conv2d
 from lmsfa_jax.nn.conv_ops import conv_general_dilated, pointwise_conv
 
-REG_MAX = 16
 NUM_MASKS = 32
-STRIDES = (8, 16, 32)
 # PyTorch takes a transposed conv's fan-in from weight dim 1 (out channels × k²).
 TORCH_TRANSPOSED_INIT = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform", in_axis=-1, out_axis=-2)
 

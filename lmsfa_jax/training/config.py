@@ -1,30 +1,30 @@
 """The full training config with the reference (Ultralytics 8.x) defaults; configs/*.py start here.
 
-Every field a run reads is defined here, so an override of an unknown key (`--config.epochs=...`
-spelt wrong) fails with ml_collections' KeyError naming the key.
+Every field a run reads is defined here or in the layer that owns it (`config.data`:
+`data.pipeline.default_data_config`; `config.loss`: `losses.DEFAULT_GAINS`; the `config.eval`
+thresholds: `evaluation.postprocess`), so an override of an unknown key (`--config.epochs=...`
+spelt wrong) fails with an error naming the key; `config_checks.check_config` checks the values.
 """
-import dataclasses
-
 import ml_collections
 
-from lmsfa_jax.data.augment import AugmentConfig
+from lmsfa_jax.data.pipeline import default_data_config
+from lmsfa_jax.evaluation import postprocess
+from lmsfa_jax.losses import DEFAULT_GAINS
 
 
 def default_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.seed = 0
-    config.batch_size = 16          # global batch, split over all local devices
+    config.batch_size = 16          # global batch, split over all devices
     config.epochs = 100
     config.dtype = "float32"        # compute dtype: 'float32' or 'bfloat16' (params stay float32)
     config.init_from = ""           # our checkpoint dir / workdir, or a PyTorch state dict (.npz / .pt)
+    # Steps with a NaN/inf loss or gradients are skipped (nothing is updated); after this many in a
+    # row training stops, naming the epoch and step.
+    config.max_consecutive_nonfinite = 10
 
     config.model = ml_collections.ConfigDict(dict(num_classes=4, scale="n", depthwise_impl="auto"))
-
-    # Augmentation fields (image_size, max_instances, mask_ratio, mosaic, close_mosaic, translate,
-    # scale, degrees, shear, hsv_h/s/v, fliplr) take AugmentConfig's Ultralytics defaults.
-    config.data = ml_collections.ConfigDict(dict(
-        name="peld", data_dir="~/tensorflow_datasets", train_split="train",
-        val_split="val", num_workers=0, cache_ram=False, **dataclasses.asdict(AugmentConfig())))
+    config.data = default_data_config()
     # When enabled, a synthetic dataset is generated and built into <workdir>/data, and
     # data.name / data.data_dir point there.
     config.synthetic = ml_collections.ConfigDict(dict(
@@ -44,9 +44,10 @@ def default_config() -> ml_collections.ConfigDict:
         warmup_bias_lr=0.1,
         clip_grad_norm=10.0))
     config.ema = ml_collections.ConfigDict(dict(decay=0.9999, tau=2000.0))
-    config.loss = ml_collections.ConfigDict(dict(box=7.5, cls=0.5, dfl=1.5))
+    config.loss = ml_collections.ConfigDict(DEFAULT_GAINS)   # box, cls, dfl gains (seg uses box's)
 
     config.eval = ml_collections.ConfigDict(dict(
-        every_epochs=1, batch_size=16, conf_threshold=0.001, iou_threshold=0.7, max_det=300))
+        every_epochs=1, batch_size=16, conf_threshold=postprocess.CONF_THRESHOLD,
+        iou_threshold=postprocess.IOU_THRESHOLD, max_det=postprocess.MAX_DET))
     config.checkpoint = ml_collections.ConfigDict(dict(every_epochs=1, keep_latest=2, async_save=True))
     return config

@@ -1,6 +1,10 @@
 """The jitted train step: forward/backward on a data-parallel batch, gradient accumulation,
 optimiser step and EMA update, over a `TrainState`.
 
+A step whose loss, gradients or new batch statistics hold a NaN or inf changes nothing but the step
+counter: no accumulation, no optimiser or EMA update, the old batch statistics; its metrics say
+'skipped' (the training loop stops after `config.max_consecutive_nonfinite` of them in a row).
+
 The global batch is sharded along its first axis over the mesh axis 'data' (all local devices);
 the state is replicated. `jax.jit` partitions the computation, so the loss and gradients are
 those of the whole batch whatever the number of devices. The state argument is donated.
@@ -39,18 +43,19 @@ def replicate(tree, mesh: Mesh):
     return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
 
 
-def apply_gradients(state: TrainState, grads, batch_stats, hyper: dict, *, tx: optax.GradientTransformation,
-                    ema: dict) -> tuple[TrainState, jax.Array, jax.Array]:
+def apply_gradients(state: TrainState, grads, batch_stats, hyper: dict, finite, *,
+                    tx: optax.GradientTransformation, ema: dict) -> tuple[TrainState, jax.Array, jax.Array]:
     """Accumulates `grads` and, when `hyper['accumulate']` iterations have passed since the last
     optimiser step, steps the optimiser on the summed gradients and folds the new weights into
     the EMA. Returns (state after the iteration, updated flag, norm of the applied gradient).
 
-    The optimiser and the EMA run under `lax.cond`, so accumulation-only iterations do not pay
-    for them. The norm is that of the summed gradient the optimiser received (before clipping),
-    0 on accumulation-only iterations.
+    `finite` False (a NaN/inf iteration) changes nothing but the step counter. The optimiser and
+    the EMA run under `lax.cond`, so accumulation-only iterations do not pay for them. The norm is
+    that of the summed gradient the optimiser received (before clipping), 0 when it did not step.
     """
-    grad_sum = jax.tree.map(jnp.add, state.grad_accum, grads)
-    update_now = state.step - state.last_update_step >= hyper["accumulate"]
+    grad_sum = _select(finite, jax.tree.map(jnp.add, state.grad_accum, grads), state.grad_accum)
+    batch_stats = _select(finite, batch_stats, state.batch_stats)
+    update_now = finite & (state.step - state.last_update_step >= hyper["accumulate"])
 
     def update(_):
         opt_state = optimizer_lib.set_hyperparams(state.opt_state, hyper)
@@ -72,12 +77,22 @@ def apply_gradients(state: TrainState, grads, batch_stats, hyper: dict, *, tx: o
     return new_state.replace(step=state.step + 1, batch_stats=batch_stats), update_now, grad_norm
 
 
+def _select(pred, new, old):
+    return jax.tree.map(lambda a, b: jnp.where(pred, a, b), new, old)
+
+
+def _all_finite(tree) -> jax.Array:
+    """True when no leaf of `tree` holds a NaN or inf."""
+    return jnp.stack([jnp.isfinite(x).all() for x in jax.tree.leaves(tree)]).all()
+
+
 def train_step(state: TrainState, batch: dict, *, model, tx: optax.GradientTransformation,
                schedule: optimizer_lib.Schedule, loss_gains: dict, ema: dict) -> tuple[TrainState, dict]:
     """One iteration -> (new state, metrics). metrics: the loss components per image (box, seg,
     cls, dfl, as Ultralytics logs them), their sum 'loss', 'lr', 'updated' (1 when the optimiser
-    stepped) and 'grad_norm', the norm of the gradient the optimiser applied (the sum accumulated
-    since its last step; 0 when it did not step, so mean it over the 'updated' iterations)."""
+    stepped), 'grad_norm', the norm of the gradient the optimiser applied (the sum accumulated since
+    its last step; 0 when it did not step, so mean it over the 'updated' iterations), and 'skipped'
+    (1 when a NaN/inf skipped the iteration; its losses are then reported as 0)."""
     hyper = schedule(state.step)
 
     def loss_fn(params):
@@ -91,9 +106,11 @@ def train_step(state: TrainState, batch: dict, *, model, tx: optax.GradientTrans
         return total, (components, updates["batch_stats"])
 
     grads, (components, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
-    new_state, updated, grad_norm = apply_gradients(state, grads, batch_stats, hyper, tx=tx, ema=ema)
-    metrics = {**components, "loss": sum(components.values()), "lr": hyper["lr"],
-               "grad_norm": grad_norm, "updated": updated.astype(jnp.float32)}
+    finite = _all_finite((components, grads, batch_stats))  # else the iteration changes nothing
+    new_state, updated, grad_norm = apply_gradients(state, grads, batch_stats, hyper, finite, tx=tx, ema=ema)
+    losses = {k: jnp.where(finite, v, 0.0) for k, v in components.items()}
+    metrics = {**losses, "loss": sum(losses.values()), "lr": hyper["lr"], "grad_norm": grad_norm,
+               "updated": updated.astype(jnp.float32), "skipped": (~finite).astype(jnp.float32)}
     return new_state, metrics
 
 
