@@ -2,6 +2,7 @@
 
     pip install -e '.[bench]'          # torch + ultralytics, for this benchmark only
     python benchmarks/vs_ultralytics.py [--sizes 640,320] [--batch 8] [--objects 20] [--runs 5]
+        [--max_instances 64,256] [--inference_size 640] [--threads N] [--profile 25]
 
 Both run on the same random batch (`--objects` objects per image). For each size, the two
 contenders' calls alternate (so drift in machine load hits both) and each line reports the
@@ -12,25 +13,25 @@ medians and the median of the per-pair time ratios (ours / theirs):
   train step               forward, loss, backward and an SGD step every iteration (Ultralytics:
                            Nesterov SGD with gradient clipping, as its trainer)
 then our loss fwd+bwd as a share of our model fwd+bwd, our train step with `max_instances`
-256 against 64 (same objects), batch-1 inference at --inference-size (our re-parameterised
+256 against 64 (same objects), batch-1 inference at --inference_size (our re-parameterised
 deploy model against Ultralytics' fused eager model), and the costliest XLA ops of our train step.
 Ultralytics' model is built from yolov8n-seg.yaml (nc=4), without downloading weights.
 """
-import argparse
 import copy
 import os
 import statistics
-import sys
 import time
 import types
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import flags
 
 import batches
 import xla_profile
-from lmsfa_jax import reparameterize
+from lmsfa_jax import cli, reparameterize
+from lmsfa_jax.errors import InputError
 from lmsfa_jax.losses import segmentation_loss
 from lmsfa_jax.model import init_variables, model_from_config
 from lmsfa_jax.training import config as config_lib
@@ -234,30 +235,33 @@ def compare_inference(size: int, runs: int, torch, ultralytics_modules) -> None:
           f"ours/theirs {ratio(times['ours'], times['theirs']):.2f}x")
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="640,320", help="comma-separated image sizes")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--objects", type=int, default=20, help="objects per image")
-    parser.add_argument("--max-instances", default="64,256",
-                        help="GT slots: the first for every comparison, the others against it")
-    parser.add_argument("--runs", type=int, default=5, help="alternating timed rounds after a warm-up")
-    parser.add_argument("--inference-size", type=int, default=640, help="0 skips the inference comparison")
-    parser.add_argument("--inference-runs", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="PyTorch intra-op threads")
-    parser.add_argument("--profile", type=int, default=25,
-                        help="list this many costliest XLA ops of our train step at the first size (0: none)")
-    args = parser.parse_args()
-    args.sizes = [int(s) for s in args.sizes.split(",")]
-    args.max_instances = [int(m) for m in args.max_instances.split(",")]
+def define_flags(flag_values):
+    flags.DEFINE_list("sizes", ["640", "320"], "image sizes", flag_values=flag_values)
+    flags.DEFINE_integer("batch", 8, "batch size", flag_values=flag_values)
+    flags.DEFINE_integer("objects", 20, "objects per image", flag_values=flag_values)
+    flags.DEFINE_list("max_instances", ["64", "256"],
+                      "GT slots: the first for every comparison, the others against it", flag_values=flag_values)
+    flags.DEFINE_integer("runs", 5, "alternating timed rounds after a warm-up", flag_values=flag_values)
+    flags.DEFINE_integer("inference_size", 640, "0 skips the inference comparison", flag_values=flag_values)
+    flags.DEFINE_integer("inference_runs", 20, "alternating timed inference rounds", flag_values=flag_values)
+    flags.DEFINE_integer("threads", os.cpu_count(), "PyTorch intra-op threads", flag_values=flag_values)
+    flags.DEFINE_integer("profile", 25, "list this many costliest XLA ops of our train step at the first size "
+                         "(0: none)", flag_values=flag_values)
+
+
+def main(argv=None):
+    flag_values = cli.parse(argv, __doc__, define_flags, uses_jax=False)
+    args = types.SimpleNamespace(**{**flag_values.flag_values_dict(),
+                                    "sizes": [int(s) for s in flag_values.sizes],
+                                    "max_instances": [int(m) for m in flag_values.max_instances]})
     try:
-        import torch
-        from ultralytics.nn.tasks import SegmentationModel
-        from ultralytics.utils.loss import v8SegmentationLoss
+        import torch  # pylint: disable=g-import-not-at-top
+        from ultralytics.nn.tasks import SegmentationModel  # pylint: disable=g-import-not-at-top
+        from ultralytics.utils.loss import v8SegmentationLoss  # pylint: disable=g-import-not-at-top
     except ImportError as e:
-        sys.exit(f"{e}\n{INSTALL_HINT}")
+        raise InputError(f"{e}: {INSTALL_HINT}") from None
     torch.set_num_threads(args.threads)
-    import ultralytics
+    import ultralytics  # pylint: disable=g-import-not-at-top
     print(f"JAX {jax.__version__} ({jax.default_backend()}, {jax.device_count()} device(s)); "
           f"PyTorch {torch.__version__} ({torch.get_num_threads()} threads); Ultralytics {ultralytics.__version__}")
     modules = (SegmentationModel, v8SegmentationLoss)
@@ -268,4 +272,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -58,7 +58,7 @@ def test_update_only_when_due_matches_always_stepping(name, batch_size, warmup_e
         stats = jax.tree.map(lambda s: s + step, variables["batch_stats"])
         hyper = schedule(step)
         expected_sum = optax.tree.norm(jax.tree.map(jnp.add, state.grad_accum, grads))
-        state, updated, norm = ours(state, grads, stats, hyper)
+        state, updated, norm = ours(state, grads, stats, hyper, True)
         ref_state, ref_updated, ref_norm = reference(ref_state, grads, stats, hyper)
         assert bool(updated) == bool(ref_updated), step
         if updated:
