@@ -3,19 +3,21 @@
 
     python benchmarks/train_step.py [--sizes 640,320] [--batch 8] [--steps 10] [--dtype bfloat16]
 """
-import argparse
 import time
 
 import jax
 import numpy as np
+from absl import flags
 
+from lmsfa_jax import cli
 from lmsfa_jax.data import augment, synthetic
-from lmsfa_jax.training import config as config_lib
 from lmsfa_jax.model import init_variables, model_from_config
+from lmsfa_jax.training import config as config_lib
 from lmsfa_jax.training import optimizer, state as state_lib, step as step_lib
 
 
 def make_batch(batch_size: int, size: int, max_instances: int) -> dict:
+    """A host batch of synthetic images (`synthetic.generate_image`) with their training targets."""
     rows = []
     for i in range(batch_size):
         image, objects = synthetic.generate_image(np.random.default_rng(i), size)
@@ -26,7 +28,9 @@ def make_batch(batch_size: int, size: int, max_instances: int) -> dict:
     return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
 
 
-def benchmark(size: int, batch_size: int, steps: int, dtype: str) -> dict:
+def compiled_step(size: int, batch_size: int, dtype: str):
+    """-> (compiled train step, initial state, sharded batch, compile seconds) with the default
+    recipe at `dtype`, the batch split over all local devices."""
     config = config_lib.default_config()
     config.batch_size, config.dtype = batch_size, dtype
     model = model_from_config(config)
@@ -36,34 +40,38 @@ def benchmark(size: int, batch_size: int, steps: int, dtype: str) -> dict:
     train_step = step_lib.make_train_step(model, tx, schedule, config, mesh)
     state = step_lib.replicate(state_lib.create_train_state(init_variables(model, 0), tx), mesh)
     batch = step_lib.shard_batch(make_batch(batch_size, size, config.data.max_instances), mesh)
-
     t0 = time.perf_counter()
     compiled = train_step.lower(state, batch).compile()
-    compile_s = time.perf_counter() - t0
-    state, metrics = compiled(state, batch)  # warm-up
+    return compiled, state, batch, time.perf_counter() - t0
+
+
+def time_steps(compiled, state, batch, steps: int) -> tuple[float, object, dict]:
+    """One warm-up step, then `steps` timed ones -> (seconds per step, state, last metrics)."""
+    state, metrics = compiled(state, batch)
     jax.block_until_ready(metrics)
     t0 = time.perf_counter()
     for _ in range(steps):
         state, metrics = compiled(state, batch)
     jax.block_until_ready((state, metrics))
-    seconds = time.perf_counter() - t0
-    return {"size": size, "batch": batch_size, "compile_s": compile_s, "step_ms": 1000 * seconds / steps,
-            "images_per_s": steps * batch_size / seconds, "loss": float(metrics["loss"])}
+    return (time.perf_counter() - t0) / steps, state, metrics
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="640,320", help="comma-separated image sizes")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=10, help="timed steps after one warm-up step")
-    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
-    args = parser.parse_args()
+def define_flags(flag_values):
+    flags.DEFINE_list("sizes", ["640", "320"], "image sizes", flag_values=flag_values)
+    flags.DEFINE_integer("batch", 8, "global batch size", flag_values=flag_values)
+    flags.DEFINE_integer("steps", 10, "timed steps after one warm-up step", flag_values=flag_values)
+    flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "compute dtype", flag_values=flag_values)
+
+
+def main(argv=None):
+    args = cli.parse(argv, __doc__, define_flags, uses_jax=False)  # no cache: compile times are real
     print(f"devices: {jax.devices()}  dtype: {args.dtype}")
-    for size in (int(s) for s in args.sizes.split(",")):
-        r = benchmark(size, args.batch, args.steps, args.dtype)
-        print(f"batch {r['batch']} at {r['size']} px: compile {r['compile_s']:.1f} s, "
-              f"step {r['step_ms']:.1f} ms, {r['images_per_s']:.1f} images/s (loss {r['loss']:.2f})", flush=True)
+    for size in map(int, args.sizes):
+        compiled, state, batch, compile_s = compiled_step(size, args.batch, args.dtype)
+        seconds, _, metrics = time_steps(compiled, state, batch, args.steps)
+        print(f"batch {args.batch} at {size} px: compile {compile_s:.1f} s, step {1e3 * seconds:.1f} ms, "
+              f"{args.batch / seconds:.1f} images/s (loss {float(metrics['loss']):.2f})", flush=True)
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

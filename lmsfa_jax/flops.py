@@ -12,6 +12,7 @@ from typing import Callable, Mapping
 import flax.linen as nn
 import jax
 
+from lmsfa_jax.nn.attention import GroupSharedConv3x3
 from lmsfa_jax.nn.conv import DepthwiseConv
 from lmsfa_jax.nn.head import ConvTranspose2x2
 
@@ -26,10 +27,12 @@ def conv_macs(module: nn.Module, inputs: jax.Array, outputs: jax.Array) -> int:
         return math.prod(outputs.shape) * module.kernel_size ** 2
     if isinstance(module, ConvTranspose2x2):
         return math.prod(inputs.shape) * module.features * 4
+    if isinstance(module, GroupSharedConv3x3):
+        return math.prod(outputs.shape) * 9 * inputs.shape[-1]
     raise TypeError(f"not a convolution module: {type(module).__name__}")
 
 
-_CONV_TYPES = (nn.Conv, DepthwiseConv, ConvTranspose2x2)
+_CONV_TYPES = (nn.Conv, DepthwiseConv, ConvTranspose2x2, GroupSharedConv3x3)
 
 
 def conv_flops_by_layer(apply_fn: Callable, *args, **kwargs) -> Mapping[str, int]:

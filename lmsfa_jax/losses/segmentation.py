@@ -16,8 +16,11 @@ Components (before gains):
   seg  per positive anchor, BCE of coef . protos vs the assigned GT mask inside the GT box,
        mean over the proto grid / normalised box area; summed, / number of positives.
 All four are zero-safe: with no positives box, dfl and seg are 0 and cls is the plain BCE sum.
+
+Cost follows the real work while shapes stay fixed: the assigner runs over the GT slots up to
+the batch's last valid one and the mask term over each image's positives, both rounded up to
+static buckets (`buckets.switch_on_size`); the mask term's gradient is two matrix products.
 """
-import functools
 from typing import Mapping, Optional, Sequence, Tuple
 
 import jax
@@ -26,7 +29,8 @@ import jax.numpy as jnp
 from lmsfa_jax.anchors import REG_MAX, STRIDES, dfl_expectation, dist2bbox, make_anchors
 from lmsfa_jax.losses.assigner import tal_assign
 from lmsfa_jax.losses.box import bbox2dist, bbox_ciou, dfl_loss
-from lmsfa_jax.losses.mask import bce_with_logits, instance_mask_losses
+from lmsfa_jax.losses.buckets import bucket_sizes, switch_on_size
+from lmsfa_jax.losses.mask import bce_with_logits, positive_mask_loss_sum
 
 DEFAULT_GAINS = {"box": 7.5, "cls": 0.5, "dfl": 1.5}
 
@@ -36,20 +40,19 @@ def _flatten_levels(feats: Sequence[jnp.ndarray]) -> jnp.ndarray:
     return jnp.concatenate([f.reshape(f.shape[0], -1, f.shape[-1]) for f in feats], axis=1)
 
 
-def _mask_term(fg, gt_index, target_boxes, mask_coef, protos, gt_masks, image_hw, max_positives):
-    """Sum over positive anchors of the per-instance mask loss, for one image.
+def _assign_bucketed(pred_scores, pred_boxes, anchor_points, gt_labels, gt_boxes, gt_valid, **kwargs):
+    """`tal_assign` over the GT slots up to the batch's last valid one (rounded up to a bucket).
 
-    fg (N,), gt_index (N,), target_boxes (N, 4) xyxy pixels, mask_coef (N, P), protos (Hm, Wm, P),
-    gt_masks (M, Hm, Wm). Only `max_positives` anchors (an upper bound on the positives) are
-    evaluated, so memory is max_positives x Hm x Wm rather than N x Hm x Wm.
+    The assigner is dense in (B, M, N); slots past the last valid one of every image cannot
+    change its result, so only the first m slots are used, m the smallest bucket holding them.
     """
-    _, picked = jax.lax.top_k(fg.astype(jnp.float32), max_positives)  # positives first
-    height, width = image_hw
-    boxes = target_boxes[picked] / jnp.array([width, height, width, height], target_boxes.dtype)
-    per_instance = instance_mask_losses(
-        mask_coef[picked], protos, gt_masks[gt_index[picked]].astype(protos.dtype), boxes, fg[picked]
-    )
-    return jnp.sum(per_instance)
+    used = jnp.max(jnp.where(gt_valid, jnp.arange(1, gt_valid.shape[1] + 1), 0))
+
+    def at_size(m: int):
+        return tal_assign(pred_scores, pred_boxes, anchor_points, gt_labels[:, :m], gt_boxes[:, :m],
+                          gt_valid[:, :m], **kwargs)
+
+    return switch_on_size(used, bucket_sizes(gt_valid.shape[1], smallest=8, growth=4), at_size)
 
 
 def segmentation_loss(
@@ -93,7 +96,7 @@ def segmentation_loss(
     pred_boxes = dist2bbox(dfl_expectation(dist_logits, reg_max), anchor_points)  # grid units
 
     gt_valid = batch["valid"].astype(bool)
-    target = tal_assign(
+    target = _assign_bucketed(
         jax.nn.sigmoid(cls_logits),
         pred_boxes * stride_per_anchor,
         anchor_points * stride_per_anchor,
@@ -116,10 +119,11 @@ def segmentation_loss(
     dfl = jnp.sum(dfl_loss(side_logits, target_ltrb) * weight) / score_sum
 
     num_positives = jnp.sum(target.fg)
-    max_positives = min(anchor_points.shape[0], gt_valid.shape[1] * topk)
-    mask_term = functools.partial(_mask_term, image_hw=image_hw, max_positives=max_positives)
-    mask_sum = jax.vmap(mask_term)(target.fg, target.gt_index, target.boxes, mask_coef, protos, gt_masks)
-    seg_loss = jnp.sum(mask_sum) / jnp.maximum(num_positives, 1)
+    height, width = image_hw
+    mask_sum = positive_mask_loss_sum(
+        target.fg, target.gt_index, target.boxes / jnp.array([width, height, width, height], flat.dtype),
+        mask_coef, protos, gt_masks, max_positives=min(anchor_points.shape[0], gt_valid.shape[1] * topk))
+    seg_loss = mask_sum / jnp.maximum(num_positives, 1)
 
     components = {
         "box": box_loss * gains["box"],

@@ -10,6 +10,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lmsfa_jax.nn.conv_ops import conv_general_dilated
+
 BN_EPS = 1e-3
 BN_MOMENTUM = 0.97  # Flax convention: running = momentum * running + (1 - momentum) * batch.
 GN_EPS = 1e-5
@@ -77,11 +79,11 @@ class DepthwiseConv(nn.Module):
 
 def conv2d(features: int, kernel_size: int, stride: int = 1, use_bias: bool = False,
            dtype: Any = None, name: str | None = None) -> nn.Conv:
-    """A plain 2-D conv with PyTorch's 'autopad' (k // 2 on each side)."""
+    """A plain 2-D conv with PyTorch's 'autopad' (k // 2 on each side), run by `conv_ops`."""
     p = kernel_size // 2
     return nn.Conv(features, (kernel_size, kernel_size), strides=(stride, stride),
                    padding=((p, p), (p, p)), use_bias=use_bias, dtype=dtype,
-                   kernel_init=TORCH_CONV_INIT, name=name)
+                   kernel_init=TORCH_CONV_INIT, conv_general_dilated=conv_general_dilated, name=name)
 
 
 class Conv(nn.Module):

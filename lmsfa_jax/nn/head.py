@@ -10,6 +10,7 @@ import jax.numpy as jnp
 
 from lmsfa_jax.anchors import REG_MAX, STRIDES, dfl_expectation, dist2bbox, make_anchors, xyxy_to_cxcywh
 from lmsfa_jax.nn.conv import TORCH_CONV_INIT, Conv, ConvGN, conv2d
+from lmsfa_jax.nn.conv_ops import conv_general_dilated, pointwise_conv
 
 NUM_MASKS = 32
 # PyTorch takes a transposed conv's fan-in from weight dim 1 (out channels × k²).
@@ -39,8 +40,12 @@ class ConvTranspose2x2(nn.Module):
         kernel = self.param("kernel", TORCH_TRANSPOSED_INIT, (2, 2, c, self.features))
         bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
         dtype = self.dtype or x.dtype
-        y = jnp.einsum("nijc,abco->niajbo", x.astype(dtype), kernel.astype(dtype))
-        return y.reshape(b, 2 * h, 2 * w, self.features) + bias.astype(dtype)
+        # Output row a of each 2×2 block is one 1×1 conv to (b, o) pairs; the two rows interleave
+        # by stacking (a copy of whole rows, not a transpose).
+        rows = [pointwise_conv(x.astype(dtype), kernel[a].transpose(1, 0, 2).reshape(1, 1, c, 2 * self.features)
+                               .astype(dtype)) for a in range(2)]
+        y = jnp.stack(rows, axis=2).reshape(b, 2 * h, 2 * w, self.features)
+        return y + bias.astype(dtype)
 
 
 class Proto(nn.Module):
@@ -90,9 +95,9 @@ class LMSH(nn.Module):
         self.stems = [ConvGN(self.hidden, 1, self.dtype, name=f"conv_{i}_0") for i in range(nl)]
         self.share_conv = [ConvGN(self.hidden, 3, self.dtype, name=f"share_conv_{j}") for j in range(2)]
         self.cv2 = nn.Conv(4 * self.reg_max, (1, 1), dtype=self.dtype, name="cv2", kernel_init=TORCH_CONV_INIT,
-                           bias_init=nn.initializers.constant(box_bias))
+                           bias_init=nn.initializers.constant(box_bias), conv_general_dilated=conv_general_dilated)
         self.cv3 = nn.Conv(nc, (1, 1), dtype=self.dtype, name="cv3", kernel_init=TORCH_CONV_INIT,
-                           bias_init=nn.initializers.constant(cls_bias))
+                           bias_init=nn.initializers.constant(cls_bias), conv_general_dilated=conv_general_dilated)
         self.scales = [Scale(name=f"scale_{i}") for i in range(nl)]
         self.proto = Proto(self.proto_hidden, self.num_masks, self.deploy, self.dtype, name="proto")
         c4 = max(self.hidden // 4, self.num_masks)

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lmsfa_jax.nn.conv import TORCH_CONV_INIT, BatchNorm, Conv
+from lmsfa_jax.nn.conv_ops import conv_general_dilated
 
 SSFF_BN_EPS = 1e-5  # ScalSeq's BatchNorm3d keeps PyTorch's default eps.
 
@@ -76,8 +77,8 @@ class SSFF(nn.Module):
         p5 = nearest_resize(
             Conv(self.features, 1, deploy=self.deploy, dtype=self.dtype, name="conv2")(p5, train), size)
         stack = jnp.stack([p3, p4, p5], axis=1)                       # (B, 3, H, W, C)
-        y = nn.Conv(self.features, (1, 1, 1), use_bias=True, dtype=self.dtype,
-                    kernel_init=TORCH_CONV_INIT, name="conv3d")(stack)
+        y = nn.Conv(self.features, (1, 1, 1), use_bias=True, dtype=self.dtype, kernel_init=TORCH_CONV_INIT,
+                    conv_general_dilated=conv_general_dilated, name="conv3d")(stack)
         if not self.deploy:
             y = BatchNorm(train, eps=SSFF_BN_EPS, dtype=self.dtype, name="bn")(y)
         return nn.leaky_relu(y, 0.1).max(axis=1)

@@ -242,14 +242,15 @@ def _train_epoch(state, train_step, data, mesh, epoch: int, config, guard: _NonF
     elapsed = time.perf_counter() - t_start
     record = {"epoch": epoch + 1, "step": int(state.step),
               **{f"train/{k}": means[k] for k in (*LOSS_NAMES, "loss")}, "lr": means["lr"],
-              "train/skipped_steps": int(sums["skipped"]),
+              "train/grad_norm": means["grad_norm"], "train/skipped_steps": int(sums["skipped"]),
               "images_per_s": timed_steps * config.batch_size / elapsed if timed_steps else None}
     return state, record
 
 
 def _mean_metrics(sums: dict, count: int) -> dict:
-    """Means of summed step metrics; the losses over the steps not skipped (None if none was)."""
-    kept = count - int(sums["skipped"])
-    loss_keys = (*LOSS_NAMES, "loss", "grad_norm")
-    return {k: (float(v) / kept if kept else None) if k in loss_keys else float(v) / count
+    """Means of summed step metrics: the losses over the steps not skipped, grad_norm over the
+    optimiser steps (None where there was none), the rest over all steps."""
+    kept, updates = count - int(sums["skipped"]), int(sums["updated"])
+    divisor = {**{k: kept for k in (*LOSS_NAMES, "loss")}, "grad_norm": updates}
+    return {k: (float(v) / divisor[k] if divisor[k] else None) if k in divisor else float(v) / count
             for k, v in sums.items()}

@@ -43,21 +43,65 @@ def replicate(tree, mesh: Mesh):
     return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
 
 
-def _select(pred, new, old):
-    return jax.tree.map(lambda a, b: jnp.where(pred, a, b), new, old)
+SKIP, ACCUMULATE, UPDATE = 0, 1, 2  # what an iteration does with its gradients (`apply_gradients`)
 
 
-def _all_finite(tree) -> jax.Array:
-    """True when no leaf of `tree` holds a NaN or inf."""
-    return jnp.stack([jnp.isfinite(x).all() for x in jax.tree.leaves(tree)]).all()
+def apply_gradients(state: TrainState, grads, batch_stats, hyper: dict, finite, *,
+                    tx: optax.GradientTransformation, ema: dict) -> tuple[TrainState, jax.Array, jax.Array]:
+    """Accumulates `grads` and, when `hyper['accumulate']` iterations have passed since the last
+    optimiser step, steps the optimiser on the summed gradients and folds the new weights into
+    the EMA. Returns (state after the iteration, updated flag, norm of the applied gradient).
+
+    `finite` False (a NaN/inf iteration) changes nothing but the step counter. The three cases run
+    under `lax.switch`: accumulation-only iterations do not pay for the optimiser and the EMA, and
+    no select over every gradient leaf ties the backward pass to the finiteness check (which made
+    XLA:CPU compile the step three times longer). The norm is that of the summed gradient the
+    optimiser received (before clipping), 0 when it did not step.
+    """
+    due = state.step - state.last_update_step >= hyper["accumulate"]
+    action = jnp.where(finite, jnp.where(due, UPDATE, ACCUMULATE), SKIP)
+
+    def skip(_):
+        return state, jnp.zeros((), jnp.float32)
+
+    def accumulate(_):
+        return state.replace(grad_accum=jax.tree.map(jnp.add, state.grad_accum, grads),
+                             batch_stats=batch_stats), jnp.zeros((), jnp.float32)
+
+    def update(_):
+        grad_sum = jax.tree.map(jnp.add, state.grad_accum, grads)
+        opt_state = optimizer_lib.set_hyperparams(state.opt_state, hyper)
+        updates, opt_state = tx.update(grad_sum, opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        ema_updates = state.ema_updates + 1
+        d = ema_decay(ema_updates, ema["decay"], ema["tau"])
+        mix = lambda e, m: (d * e + (1 - d) * m).astype(e.dtype)  # noqa: E731
+        return state.replace(
+            params=params, batch_stats=batch_stats, opt_state=opt_state,
+            grad_accum=jax.tree.map(jnp.zeros_like, grad_sum), last_update_step=state.step,
+            ema_params=jax.tree.map(mix, state.ema_params, params),
+            ema_batch_stats=jax.tree.map(mix, state.ema_batch_stats, batch_stats),
+            ema_updates=ema_updates), optax.tree.norm(grad_sum)
+
+    new_state, grad_norm = jax.lax.switch(action, (skip, accumulate, update), None)
+    return new_state.replace(step=state.step + 1), action == UPDATE, grad_norm
+
+
+def _all_finite(losses: dict, grads, batch_stats) -> jax.Array:
+    """True when the losses, gradients and batch statistics hold no NaN or inf. The gradients are
+    checked through their global norm (one reduction: a NaN or inf anywhere, or a norm beyond
+    float32's range, makes it non-finite)."""
+    stats = jnp.stack([jnp.isfinite(x).all() for x in jax.tree.leaves(batch_stats)]).all()
+    return jnp.isfinite(sum(losses.values()) + optax.tree.norm(grads)) & stats
 
 
 def train_step(state: TrainState, batch: dict, *, model, tx: optax.GradientTransformation,
                schedule: optimizer_lib.Schedule, loss_gains: dict, ema: dict) -> tuple[TrainState, dict]:
     """One iteration -> (new state, metrics). metrics: the loss components per image (box, seg,
-    cls, dfl, as Ultralytics logs them), their sum 'loss', 'lr', 'grad_norm', 'updated' (1 when
-    the optimiser stepped) and 'skipped' (1 when a NaN/inf skipped the step; its losses and
-    grad_norm are then reported as 0)."""
+    cls, dfl, as Ultralytics logs them), their sum 'loss', 'lr', 'updated' (1 when the optimiser
+    stepped), 'grad_norm', the norm of the gradient the optimiser applied (the sum accumulated since
+    its last step; 0 when it did not step, so mean it over the 'updated' iterations), and 'skipped'
+    (1 when a NaN/inf skipped the iteration; its losses are then reported as 0)."""
     hyper = schedule(state.step)
 
     def loss_fn(params):
@@ -71,30 +115,11 @@ def train_step(state: TrainState, batch: dict, *, model, tx: optax.GradientTrans
         return total, (components, updates["batch_stats"])
 
     grads, (components, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
-    finite = _all_finite((components, grads, batch_stats))  # else the step changes nothing
-    grad_sum = _select(finite, jax.tree.map(jnp.add, state.grad_accum, grads), state.grad_accum)
-    batch_stats = _select(finite, batch_stats, state.batch_stats)
-    update_now = finite & (state.step - state.last_update_step >= hyper["accumulate"])
-
-    opt_state = optimizer_lib.set_hyperparams(state.opt_state, hyper)
-    updates, new_opt_state = tx.update(grad_sum, opt_state, state.params)
-    params = _select(update_now, optax.apply_updates(state.params, updates), state.params)
-    opt_state = _select(update_now, new_opt_state, state.opt_state)
-
-    ema_updates = state.ema_updates + update_now.astype(jnp.int32)
-    d = jnp.where(update_now, ema_decay(ema_updates, ema["decay"], ema["tau"]), 1.0)
-    mix = lambda e, m: (d * e + (1 - d) * m).astype(e.dtype)  # noqa: E731
-    new_state = state.replace(
-        step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state,
-        grad_accum=_select(update_now, jax.tree.map(jnp.zeros_like, grad_sum), grad_sum),
-        last_update_step=jnp.where(update_now, state.step, state.last_update_step),
-        ema_params=jax.tree.map(mix, state.ema_params, params),
-        ema_batch_stats=jax.tree.map(mix, state.ema_batch_stats, batch_stats),
-        ema_updates=ema_updates)
+    finite = _all_finite(components, grads, batch_stats)  # else the iteration changes nothing
+    new_state, updated, grad_norm = apply_gradients(state, grads, batch_stats, hyper, finite, tx=tx, ema=ema)
     losses = {k: jnp.where(finite, v, 0.0) for k, v in components.items()}
-    metrics = {**losses, "loss": sum(losses.values()), "lr": hyper["lr"],
-               "grad_norm": jnp.where(finite, optax.tree.norm(grads), 0.0),
-               "updated": update_now.astype(jnp.float32), "skipped": (~finite).astype(jnp.float32)}
+    metrics = {**losses, "loss": sum(losses.values()), "lr": hyper["lr"], "grad_norm": grad_norm,
+               "updated": updated.astype(jnp.float32), "skipped": (~finite).astype(jnp.float32)}
     return new_state, metrics
 
 
