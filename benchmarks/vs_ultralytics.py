@@ -49,14 +49,19 @@ def seconds(fn) -> float:
     return time.perf_counter() - start
 
 
+PAUSE_S = 0.5  # idle time before each timed call: XLA's worker threads spin on after a JAX call
+
+
 def alternate(contenders: dict, runs: int) -> dict:
     """name -> zero-argument callable (blocking). One warm-up call each, then `runs` rounds of
-    one call each in turn -> name -> list of seconds."""
+    one call each in turn, each after a pause that lets the other runtime's threads go idle
+    (without it PyTorch's times on 2 cores come out several times too long) -> name -> seconds."""
     for fn in contenders.values():
         fn()
     times = {name: [] for name in contenders}
     for _ in range(runs):
         for name, fn in contenders.items():
+            time.sleep(PAUSE_S)
             times[name].append(seconds(fn))
     return times
 
