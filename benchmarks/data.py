@@ -1,32 +1,37 @@
 """Throughput of the full augmenting input pipeline (mosaic, affine, HSV, flip, masks) at 640 x 640.
 
     python benchmarks/data.py [--workdir /tmp/lmsfa_bench] [--images 64] [--batch_size 16] [--epochs 2]
+        [--size 640] [--workers 1,2]
 
 Builds the synthetic dataset once (640 px images), then for 1 and 2 worker processes times
 `--epochs` epochs after one warm-up epoch (which starts the workers and fills the RAM cache) and
 prints images/s.
 """
 
-import argparse
 import time
 
+from absl import flags
+
+from lmsfa_jax import cli
 from lmsfa_jax.data import pipeline
 from lmsfa_jax.data import synthetic
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workdir", default="/tmp/lmsfa_bench")
-    parser.add_argument("--images", type=int, default=64)
-    parser.add_argument("--batch_size", type=int, default=16)
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--size", type=int, default=640)
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    args = parser.parse_args()
+def define_flags(flag_values):
+    flags.DEFINE_string("workdir", "/tmp/lmsfa_bench", "where the synthetic dataset is built", flag_values=flag_values)
+    flags.DEFINE_integer("images", 64, "synthetic training images", flag_values=flag_values)
+    flags.DEFINE_integer("batch_size", 16, "batch size", flag_values=flag_values)
+    flags.DEFINE_integer("epochs", 2, "timed epochs after one warm-up epoch", flag_values=flag_values)
+    flags.DEFINE_integer("size", 640, "image size", flag_values=flag_values)
+    flags.DEFINE_list("workers", ["1", "2"], "worker-process counts to time", flag_values=flag_values)
+
+
+def main(argv=None):
+    args = cli.parse(argv, __doc__, define_flags, uses_jax=False)
     name, data_dir = synthetic.ensure_synthetic_dataset(args.workdir, args.images, 0, args.size, seed=0)
     config = pipeline.default_data_config()
     config.update(name=name, data_dir=data_dir, image_size=args.size, cache_ram=True)
-    for workers in args.workers:
+    for workers in map(int, args.workers):
         with pipeline.InputPipeline(
             config, "train", args.batch_size, train=True, seed=0, num_workers=workers
         ) as pipe:
@@ -44,4 +49,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -2,7 +2,7 @@
 two depthwise-convolution implementations, measured side by side in one run; then the exported
 forms.
 
-    python benchmarks/inference.py [--size 640] [--runs 30] [--impls lax,shift] [--no-exported]
+    python benchmarks/inference.py [--size 640] [--runs 30] [--impls lax,shift] [--noexported]
         [--only_exported] [--end_to_end] [--single_thread]
 
 Per depthwise impl: compile time of each form, then the two forms are called alternately (so
@@ -17,7 +17,6 @@ shows the median latency and the median per-round ratio to the JAX deploy model;
 uses all cores, and a 0.2 s pause before each call keeps the previous runtime's threads from
 competing (ONNX Runtime runs without spinning threads).
 """
-import argparse
 import importlib.util
 import os
 import pathlib
@@ -27,8 +26,9 @@ import time
 
 import jax
 import numpy as np
+from absl import flags
 
-from lmsfa_jax import LMSFA, reparameterize
+from lmsfa_jax import LMSFA, cli, reparameterize
 from lmsfa_jax.model import init_variables
 
 SINGLE_THREAD_XLA_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
@@ -124,19 +124,21 @@ def compare_exported(size: int, runs: int, end_to_end: bool, single_thread: bool
         print(f"onnxruntime / yolov8n-seg torch: {ratio:.2f}× (target <= 0.5)")
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", type=int, default=640)
-    parser.add_argument("--runs", type=int, default=30)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--impls", default="lax,shift")
-    parser.add_argument("--exported", action=argparse.BooleanOptionalAction, default=True,
-                        help="also compare the exported forms (ONNX Runtime, StableHLO)")
-    parser.add_argument("--only_exported", action="store_true", help="only the exported forms")
-    parser.add_argument("--end_to_end", action="store_true", help="exported forms with post-processing too")
-    parser.add_argument("--single_thread", action="store_true",
-                        help="every form on one thread (steadier on a busy machine)")
-    args = parser.parse_args()
+def define_flags(flag_values):
+    flags.DEFINE_integer("size", 640, "square image size", flag_values=flag_values)
+    flags.DEFINE_integer("runs", 30, "alternating timed runs per form", flag_values=flag_values)
+    flags.DEFINE_integer("batch", 8, "batch size of the throughput column", flag_values=flag_values)
+    flags.DEFINE_list("impls", ["lax", "shift"], "depthwise implementations", flag_values=flag_values)
+    flags.DEFINE_bool("exported", True, "also compare the exported forms (ONNX Runtime, StableHLO)",
+                      flag_values=flag_values)
+    flags.DEFINE_bool("only_exported", False, "only the exported forms", flag_values=flag_values)
+    flags.DEFINE_bool("end_to_end", False, "exported forms with post-processing too", flag_values=flag_values)
+    flags.DEFINE_bool("single_thread", False, "every form on one thread (steadier on a busy machine)",
+                      flag_values=flag_values)
+
+
+def main(argv=None):
+    args = cli.parse(argv, __doc__, define_flags, uses_jax=False)
     if args.single_thread:  # read when JAX starts its CPU backend, i.e. at the first computation
         os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), SINGLE_THREAD_XLA_FLAGS])
     if args.only_exported:
@@ -150,7 +152,7 @@ def main():
     many = jax.random.uniform(jax.random.key(1), (args.batch, args.size, args.size, 3))
     print(f"{'depthwise':<10}{'form':<8}{'compile s':>10}{'b1 ms':>9}{f'b{args.batch} img/s':>12}")
     deploy_ms = {}
-    for impl in args.impls.split(","):
+    for impl in args.impls:
         forms, compile_s = {}, {}
         for form, deploy, v in (("train", False, variables), ("deploy", True, deploy_variables)):
             fn = jax.jit(LMSFA(num_classes=4, deploy=deploy, depthwise_impl=impl).apply)  # once per shape
@@ -172,4 +174,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)
