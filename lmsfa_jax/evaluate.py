@@ -7,6 +7,10 @@ Also `python -m lmsfa_jax.evaluate` and `lmsfa-evaluate`. The config defaults to
 WORKDIR/config.json. Writes into WORKDIR/eval_{split}/: predictions.json (COCO results, RLE masks
 at original resolution), metrics.json, pr_bbox.png, pr_segm.png and, with --save_vis N, N overlay
 images. Prints the per-class table and the speed in ms per image.
+
+Several processes share the work with the multi-process flags (as `train`; `lmsfa_jax.distributed`):
+each predicts part of the split, the metrics are those of the whole split, and process 0 writes
+the outputs (its overlays are of the first images, its share).
 """
 import json
 import pathlib
@@ -14,6 +18,7 @@ import pathlib
 from absl import flags
 
 from lmsfa_jax import cli
+from lmsfa_jax import distributed
 from lmsfa_jax.data import reader as reader_lib
 from lmsfa_jax.data import synthetic
 from lmsfa_jax.evaluation import coco, evaluator, plots, postprocess
@@ -32,14 +37,15 @@ def define_flags(flag_values):
 
 
 def main(argv=None) -> evaluator.EvalReport:
-    args = cli.parse(argv, __doc__, define_flags, config=cli.RUN_CONFIG,
+    args = cli.parse(argv, __doc__, define_flags, config=cli.RUN_CONFIG, distributed=True,
                      aliases={"batch_size": "config.eval.batch_size"})
     config, workdir = args.config, pathlib.Path(args.workdir).expanduser()
-    synthetic.prepare_data_config(config, workdir)
+    distributed.main_first("synthetic data", lambda: synthetic.prepare_data_config(config, workdir))
     reader = reader_lib.open_split(config.data.name, config.data.data_dir, args.split)
     model, variables = cli.load_model(config, workdir, args.checkpoint, args.random_init)
     out = workdir / f"eval_{args.split}"
-    out.mkdir(parents=True, exist_ok=True)
+    if distributed.is_main():
+        out.mkdir(parents=True, exist_ok=True)
 
     saved = []
 
@@ -53,7 +59,10 @@ def main(argv=None) -> evaluator.EvalReport:
 
     report = evaluator.evaluate_split(
         evaluator.eval_apply_fn(model), variables, reader, image_size=config.data.image_size,
-        batch_size=config.eval.batch_size, on_image=save_overlay, **evaluator.postprocess_settings(config))
+        batch_size=config.eval.batch_size, on_image=save_overlay if distributed.is_main() else None,
+        **evaluator.postprocess_settings(config))
+    if not distributed.is_main():
+        return report
     (out / "predictions.json").write_text(json.dumps(report.results))
     (out / "metrics.json").write_text(json.dumps(report.metrics, indent=2))
     for iou_type, title in (("bbox", "Box"), ("segm", "Mask")):

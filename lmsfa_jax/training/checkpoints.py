@@ -7,6 +7,11 @@ in the epoch record passed to `save`; its VAL_PREFIX fields are stored with the 
 copied off the device; call `wait` (or `close`) before reading the files.
 
     restore_variables("runs/peld", "best")   # EMA variables for evaluation / export
+
+Multi-process runs: every process calls `save` and `restore_latest` (all take part; process 0 writes
+the metadata), on one shared directory. The state is replicated, so a run resumes whatever the
+number of processes and devices that saved it; `restore_variables` (and `load_item`) give every
+process its own copy whatever the topology that saved the checkpoint.
 """
 import json
 import pathlib
@@ -125,8 +130,18 @@ def restore_variables(path, checkpoint: str = "best") -> dict:
     FileNotFoundError naming the path when there is nothing to load.
     """
     directory, step = _locate(path, checkpoint)
-    restored = ocp.StandardCheckpointer().restore((directory / str(step) / "ema").absolute())
+    restored = load_item(directory / str(step) / "ema")
     return {"params": restored["params"], "batch_stats": restored.get("batch_stats", {})}
+
+
+def load_item(path):
+    """A saved item (`<step>/ema`, `<step>/state`) as arrays on this process's first device, whatever
+    the devices and processes that saved it."""
+    path = pathlib.Path(path).expanduser().absolute()
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
+                          ocp.StandardCheckpointHandler().metadata(path))
+    return ocp.StandardCheckpointer().restore(path, target)
 
 
 def write_config(config, workdir) -> pathlib.Path:
