@@ -66,10 +66,11 @@ def parse(argv: Sequence[str] | None, doc: str, define_flags: Callable | None = 
     """Parses `argv` (without the program name; default sys.argv[1:]) -> the flag values.
 
     define_flags(flag_values) defines the command's own flags. With `config`, `--workdir` is defined
-    too and `.config` holds the loaded ConfigDict. `uses_jax` adds `--compilation_cache` and applies
-    it. `distributed` adds the multi-process flags and starts the distributed runtime when they
-    (or the environment) ask for it. `aliases` maps deprecated flag names to what replaces them,
-    e.g. {"iou": "config.eval.iou_threshold"}. `-h`/`--help` prints `doc` and the flags, then exits.
+    too and `.config` holds the loaded ConfigDict, its values checked (`training.config_checks`).
+    `uses_jax` adds `--compilation_cache` and applies it. `distributed` adds the multi-process flags
+    and starts the distributed runtime when they (or the environment) ask for it. `aliases` maps
+    deprecated flag names to what replaces them, e.g. {"iou": "config.eval.iou_threshold"}.
+    `-h`/`--help` prints `doc` and the flags, then exits.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     flag_values = flags.FlagValues()
@@ -102,6 +103,9 @@ def parse(argv: Sequence[str] | None, doc: str, define_flags: Callable | None = 
     _parse_flags(flag_values, argv)
     if config in (CONFIG_REQUIRED, RUN_CONFIG) and not flag_values.workdir:
         raise UsageError("--workdir is required")
+    if config is not None:
+        from lmsfa_jax.training.config_checks import check_config  # pylint: disable=g-import-not-at-top
+        check_config(flag_values.config)
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax and TFDS log every step at INFO
     if uses_jax and flag_values.compilation_cache:
         _use_compilation_cache(flag_values.compilation_cache)

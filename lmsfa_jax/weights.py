@@ -8,7 +8,10 @@ ConvTranspose2d (in, out, kH, kW) <-> (kH, kW, in, out). BatchNorm/GroupNorm `we
 """
 import dataclasses
 import pathlib
+import pickle
 import re
+import zipfile
+import zlib
 from typing import Any, Callable, Iterator, Mapping
 
 import flax
@@ -17,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lmsfa_jax.anchors import REG_MAX
+from lmsfa_jax.errors import InputError, first_line
 from lmsfa_jax.model import INIT_IMAGE_SHAPE, LMSFA
 
 DFL_KEY_SUFFIX = ".dfl.conv.weight"
@@ -174,28 +178,71 @@ def _head_path(variables: Mapping) -> tuple[str, ...]:
 
 
 def load_state_dict_file(path: str | pathlib.Path) -> dict[str, np.ndarray]:
-    """Read a state dict from `.npz` (name -> array) or a PyTorch `.pt`/`.pth` file.
+    """Read a state dict (name -> array) from `.npz` or a PyTorch `.pt`/`.pth` file.
 
-    A `.pt` may hold a plain state dict or an Ultralytics checkpoint ({'ema' or 'model': module});
-    reading it needs PyTorch (and, for pickled Ultralytics modules, the code that defines them).
+    Weight files are data, never code: `.npz` is read with allow_pickle=False and `.pt` with
+    `torch.load(weights_only=True)` (tensors and plain containers only). A `.pt` may hold a state
+    dict or a dict with one under 'ema', 'model' or 'state_dict'. A file that needs more (a pickled
+    Ultralytics model) is refused with an InputError that explains how to convert it to `.npz`;
+    so is an unreadable file.
     """
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
     if path.suffix == ".npz":
-        with np.load(path) as data:
-            return {k: data[k] for k in data.files}
+        return _read_npz(path)
     if path.suffix in (".pt", ".pth"):
-        try:
-            import torch
-        except ImportError as e:
-            raise ImportError(f"reading {path} needs PyTorch (pip install torch); or convert it to "
-                              ".npz with numpy first") from e
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-        if isinstance(obj, dict) and not all(isinstance(v, torch.Tensor) for v in obj.values()):
-            module = obj.get("ema") or obj.get("model")
-            if module is None:
-                raise ValueError(f"{path}: no state dict, 'ema' or 'model' entry found")
-            obj = module.float().state_dict()
-        return {k: v.detach().cpu().numpy() for k, v in obj.items()}
-    raise ValueError(f"{path}: unsupported weights format {path.suffix!r} (use .npz, .pt or .pth)")
+        return _read_torch(path)
+    raise InputError(f"{path}: unsupported weights format {path.suffix!r} (use .npz, .pt or .pth)")
+
+
+def _read_npz(path: pathlib.Path) -> dict[str, np.ndarray]:
+    if not zipfile.is_zipfile(path):  # else numpy would try (and refuse) to unpickle it
+        raise InputError(f"{path}: not an .npz file (numpy.savez writes a zip archive of .npy arrays)")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except ValueError as error:
+        if "allow_pickle" in str(error):  # an object array: pickled Python objects
+            raise InputError(f"{path}: holds pickled Python objects, which are never loaded; save "
+                             "numeric arrays only (numpy.savez(path, **state_dict))") from None
+        raise InputError(f"{path}: damaged .npz ({first_line(error)})") from None
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        raise InputError(f"{path}: damaged .npz ({type(error).__name__}: {first_line(error)})") from None
+
+
+def _conversion_hint(path: pathlib.Path) -> str:
+    """How to turn a trusted pickled (Ultralytics) checkpoint into an .npz state dict."""
+    npz = path.with_suffix(".npz")
+    return (f"if you trust the file, convert it once to .npz where the code that made it is installed "
+            f"(e.g. torch and ultralytics): python -c \"import numpy as np, torch; "
+            f"c = torch.load('{path}', weights_only=False); m = c.get('ema') or c['model']; "
+            f"np.savez('{npz}', **{{k: v.float().numpy() for k, v in m.state_dict().items()}})\" "
+            f"and pass {npz} instead")
+
+
+def _read_torch(path: pathlib.Path) -> dict[str, np.ndarray]:
+    try:
+        import torch  # pylint: disable=g-import-not-at-top  (optional: only for .pt files)
+    except ImportError:
+        raise InputError(f"reading {path} needs PyTorch (pip install torch), or convert it to .npz "
+                         "(numpy.savez(path, **state_dict)) where PyTorch is installed") from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:  # torch's restricted unpickler refused the file
+        needs = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        if needs is None:
+            detail = re.search(r"WeightsUnpickler error:\s*(\S.*)", str(error))
+            raise InputError(f"{path}: not a readable PyTorch file "
+                             f"({detail.group(1) if detail else 'damaged'})") from None
+        raise InputError(f"{path}: not loaded: besides tensors it holds pickled Python objects (it "
+                         f"needs {needs.group(1)}), and unpickling those can run any code stored in "
+                         f"the file; {_conversion_hint(path)}") from None
+    except (RuntimeError, OSError, EOFError) as error:  # not a zip / truncated archive
+        raise InputError(f"{path}: not a readable PyTorch file ({first_line(error)})") from None
+    if isinstance(obj, dict) and not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        obj = next((obj[k] for k in ("ema", "model", "state_dict") if isinstance(obj.get(k), dict)), None)
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise InputError(f"{path}: no state dict found (a dict of tensors, or one under 'ema', "
+                         "'model' or 'state_dict')")
+    return {k: (v.float() if v.is_floating_point() else v).detach().cpu().numpy() for k, v in obj.items()}

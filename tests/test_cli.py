@@ -12,7 +12,10 @@ from lmsfa_jax import cli, config_file
 from lmsfa_jax.errors import InputError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-COMMANDS = ("train", "evaluate", "predict", "summary", "build_dataset", "make_synthetic")
+COMMANDS = {"train": "lmsfa_jax.train", "evaluate": "lmsfa_jax.evaluate", "predict": "lmsfa_jax.predict",
+            "summary": "lmsfa_jax.summary", "build_dataset": "lmsfa_jax.build_dataset",
+            "make_synthetic": "lmsfa_jax.make_synthetic", "export": "lmsfa_jax.export.__main__"}
+RUN_COMMANDS = ("train", "evaluate", "predict", "summary", "export")   # those that take --config
 
 
 def _run(*args):
@@ -21,7 +24,7 @@ def _run(*args):
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_help_is_short_and_lists_every_flag(command, capsys):
-    module = importlib.import_module(f"lmsfa_jax.{command}")
+    module = importlib.import_module(COMMANDS[command])
     with pytest.raises(SystemExit) as exit_info:
         module.main(["--help"])
     assert exit_info.value.code == 0
@@ -33,13 +36,13 @@ def test_help_is_short_and_lists_every_flag(command, capsys):
         module.define_flags(flag_values)
     for name in flag_values:
         assert f"--{name}:" in text, name
-    assert ("--config FILE" in text) == (command in ("train", "evaluate", "predict", "summary"))
+    assert ("--config FILE" in text) == (command in RUN_COMMANDS)
 
 
 def test_every_command_is_a_console_script():
     text = (ROOT / "pyproject.toml").read_text()
-    for command in COMMANDS:
-        assert f'lmsfa-{command.replace("_", "-")} = "lmsfa_jax.{command}:cli_main"' in text
+    for command, module in COMMANDS.items():
+        assert f'lmsfa-{command.replace("_", "-")} = "{module}:cli_main"' in text
 
 
 def _saved_run(tmp_path):

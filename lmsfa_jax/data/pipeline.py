@@ -35,6 +35,7 @@ import numpy as np
 
 from lmsfa_jax.data import augment
 from lmsfa_jax.data import reader as reader_lib
+from lmsfa_jax.errors import InputError
 
 _PREFETCH_PER_WORKER = 2
 
@@ -235,9 +236,9 @@ class InputPipeline:
         num_images = len(self._maker)
         self.num_batches = num_images // batch_size if train else -(-num_images // batch_size)
         if self.num_batches == 0:
-            raise ValueError(
+            raise InputError(
                 f"split {split!r} of {data_config['name']!r} has {num_images} images, not enough "
-                f"for one batch of {batch_size}"
+                f"for one batch of {batch_size} (config.batch_size)"
             )
         self.class_names = self._maker.reader.class_names
         self.dropped_instances = collections.Counter()  # epoch -> objects dropped beyond max_instances

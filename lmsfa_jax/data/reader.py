@@ -17,6 +17,8 @@ import cv2
 import numpy as np
 import tensorflow_datasets as tfds
 
+from lmsfa_jax.errors import first_line
+
 
 class DatasetNotBuiltError(FileNotFoundError):
     """The requested TFDS dataset has not been built into the data directory."""
@@ -53,8 +55,11 @@ def class_names(name: str, data_dir) -> list[str]:
 
 
 def decode_image(image_bytes: bytes) -> np.ndarray:
-    """Encoded bytes -> (H, W, 3) uint8 RGB."""
-    image = cv2.imdecode(np.frombuffer(image_bytes, np.uint8), cv2.IMREAD_COLOR)
+    """Encoded bytes -> (H, W, 3) uint8 RGB; ValueError (one line) if OpenCV cannot decode them."""
+    try:
+        image = cv2.imdecode(np.frombuffer(image_bytes, np.uint8), cv2.IMREAD_COLOR) if image_bytes else None
+    except cv2.error as error:  # e.g. a header declaring more than OPENCV_IO_MAX_IMAGE_PIXELS pixels
+        raise ValueError(f"cannot decode image bytes ({first_line(error)})") from None
     if image is None:
         raise ValueError("cannot decode image bytes")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

@@ -7,6 +7,9 @@ Layouts:
 - Results (`detections_to_results`): the COCO results format, one dict per detection with
   image_id, category_id, bbox [x, y, w, h] and score in original pixels, and segmentation as an
   RLE whose counts are an ASCII string (JSON-ready).
+  A result without a segmentation (a box-only prediction of another model) is scored for boxes
+  only; a result carrying an "area" keeps it for COCO's area ranges (masks scored on a coarser
+  grid carry their original-pixel area, see `mask_resolution`).
 - `evaluate(gt, results, class_names) -> (metrics, curves)`: metrics is a plain JSON-ready dict
   (see `evaluate`); curves holds the arrays the PR plots need.
 
@@ -53,7 +56,7 @@ def coco_ground_truth(examples, class_names):
                 skipped.append(str(example["file_name"]))
                 continue
             x0, y0, x1, y1 = (float(v) for v in box)
-            rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+            rle = segmentation_to_rle(segmentation, height, width)
             annotations.append({
                 "id": len(annotations) + 1,
                 "image_id": int(example["image_id"]),
@@ -70,7 +73,28 @@ def coco_ground_truth(examples, class_names):
     return {"images": images, "annotations": annotations, "categories": categories}
 
 
-# ----------------------------------------------------------------------------- results
+# ----------------------------------------------------------------------------- masks
+
+
+def segmentation_to_rle(segmentation, height, width):
+    """A COCO segmentation -> one compressed RLE dict with ASCII counts.
+
+    segmentation: polygons (a list of flat [x0, y0, x1, y1, ...] lists in pixels; those with fewer
+    than 3 points are dropped, none left gives an empty mask), an uncompressed RLE (list counts) or
+    a compressed one (returned as is).
+    """
+    if isinstance(segmentation, dict):
+        if not isinstance(segmentation["counts"], list):
+            return segmentation
+        rle = mask_utils.frPyObjects(segmentation, height, width)
+    else:
+        polygons = [list(p) for p in segmentation if len(p) >= 6]
+        if polygons:
+            rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
+        else:
+            rle = mask_utils.encode(np.zeros((height, width), np.uint8, order="F"))
+    rle["counts"] = rle["counts"].decode("ascii")
+    return rle
 
 
 def encode_masks(masks):
@@ -101,6 +125,20 @@ def detections_to_results(image_id, boxes, scores, classes, masks):
             "segmentation": rle,
         })
     return results
+
+
+def results_to_instances(results, height, width):
+    """One image's COCO results -> boxes (D, 4) xyxy, scores (D,), classes (D,) 0-based labels and
+    masks (D, H, W) uint8 (empty for box-only results): the inverse of `detections_to_results`."""
+    boxes = np.array([r["bbox"] for r in results], np.float64).reshape(-1, 4)
+    boxes[:, 2:] += boxes[:, :2]
+    masks = np.zeros((len(results), height, width), np.uint8)
+    for mask, r in zip(masks, results):
+        if "segmentation" in r:
+            mask[:] = mask_utils.decode(segmentation_to_rle(r["segmentation"], height, width))
+    return {"boxes": boxes, "scores": np.array([r["score"] for r in results], np.float64),
+            "classes": np.array([r["category_id"] - CATEGORY_ID_OFFSET for r in results], int),
+            "masks": masks}
 
 
 # ----------------------------------------------------------------------------- pycocotools
@@ -145,7 +183,8 @@ def coco_stats(precision, recall, params, class_index=None):
 def run_cocoeval(gt, results, iou_type, num_classes):
     """COCOeval (maxDets 1/10/100) -> (overall stats, list of per-class stats), -1 where undefined.
 
-    For `segm` the results' boxes are dropped so that area ranges use mask areas.
+    For `segm` the results' boxes are dropped so that area ranges use mask areas (or the "area"
+    a result carries).
     """
     if not results:
         has_gt = {a["category_id"] - CATEGORY_ID_OFFSET for a in gt["annotations"]}
@@ -156,9 +195,13 @@ def run_cocoeval(gt, results, iou_type, num_classes):
     # Copies, as loadRes adds fields in place; for segm without the box.
     drop = "bbox" if iou_type == "segm" else None
     results = [{k: v for k, v in r.items() if k != drop} for r in results]
+    areas = [r.get("area") for r in results]
     coco_gt = _coco_from_dict(gt)
     with contextlib.redirect_stdout(io.StringIO()):
-        coco_dt = coco_gt.loadRes(results)
+        coco_dt = coco_gt.loadRes(results)  # computes every area, in results' order
+        for annotation, area in zip(coco_dt.dataset["annotations"], areas):
+            if area is not None:
+                annotation["area"] = area
         evaluator = COCOeval(coco_gt, coco_dt, iou_type)
         evaluator.params.catIds = [k + CATEGORY_ID_OFFSET for k in range(num_classes)]
         evaluator.evaluate()
@@ -274,8 +317,7 @@ def _per_image(gt, results, iou_type):
             gt_objects = np.array([a["bbox"] for a in anns], np.float64).reshape(-1, 4)
             dt_objects = np.array([d["bbox"] for d in dets], np.float64).reshape(-1, 4)
         else:
-            gt_objects = [mask_utils.merge(mask_utils.frPyObjects(a["segmentation"], h, w))
-                          for a in anns]
+            gt_objects = [segmentation_to_rle(a["segmentation"], h, w) for a in anns]
             dt_objects = [d["segmentation"] for d in dets]
         yield (np.array([a["category_id"] for a in anns], int), gt_objects,
                np.array([d["score"] for d in dets], np.float64),
@@ -315,14 +357,15 @@ def _ultralytics_stats(stats, class_index=None):
 # ----------------------------------------------------------------------------- entry point
 
 
-def evaluate(gt, results, class_names):
-    """All metrics of a results list against a COCO ground-truth dict.
+def evaluate(gt, results, class_names, iou_types=IOU_TYPES):
+    """All metrics of a results list against a COCO ground-truth dict (for `iou_types`).
 
     Returns (metrics, curves). metrics = {"num_images", "num_instances", "bbox": {...}, "segm":
     {...}, "per_class": {name: {"images", "instances", "bbox": {...}, "segm": {...}}}} where each
     bbox / segm dict holds the COCO stats (COCO_STAT_NAMES, maxDets 100 unless named) and the
     Ultralytics-style precision, recall, mAP50, mAP50-95 (means over classes with ground truth).
-    curves = {"bbox": ..., "segm": ...} as in `ap_per_class`["curves"].
+    curves = {"bbox": ..., "segm": ...} as in `ap_per_class`["curves"]. Results without a
+    segmentation count for bbox only.
     """
     num_classes = len(class_names)
     labels = np.array([a["category_id"] - CATEGORY_ID_OFFSET for a in gt["annotations"]], int)
@@ -332,9 +375,10 @@ def evaluate(gt, results, class_names):
                "per_class": {name: {"images": images_per_class[k], "instances": int(np.sum(labels == k))}
                              for k, name in enumerate(class_names)}}
     curves = {}
-    for iou_type in IOU_TYPES:
-        overall, per_class = run_cocoeval(gt, results, iou_type, num_classes)
-        stats = ultralytics_metrics(gt, results, iou_type, num_classes)
+    for iou_type in iou_types:
+        scored = results if iou_type == "bbox" else [r for r in results if "segmentation" in r]
+        overall, per_class = run_cocoeval(gt, scored, iou_type, num_classes)
+        stats = ultralytics_metrics(gt, scored, iou_type, num_classes)
         metrics[iou_type] = {**overall, **_ultralytics_stats(stats)}
         for k, name in enumerate(class_names):
             metrics["per_class"][name][iou_type] = {**per_class[k], **_ultralytics_stats(stats, k)}

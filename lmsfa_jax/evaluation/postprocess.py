@@ -27,6 +27,7 @@ PROTO_STRIDE = 4
 CONF_THRESHOLD = 0.001
 IOU_THRESHOLD = 0.7
 MAX_DET = 300
+MAX_CANDIDATES = 1024   # top-scoring candidates that enter NMS
 # Detections shown to a person (overlays, `predict`) score at least this (Ultralytics predict).
 DISPLAY_CONF_THRESHOLD = 0.25
 
@@ -124,7 +125,7 @@ def assemble_masks(coefficients, protos, boxes, retina_masks=False):
 
 
 def postprocess_image(decoded, protos, *, conf_threshold=CONF_THRESHOLD, iou_threshold=IOU_THRESHOLD,
-                      max_det=MAX_DET, max_candidates=1024, multi_label=False, retina_masks=False):
+                      max_det=MAX_DET, max_candidates=MAX_CANDIDATES, multi_label=False, retina_masks=False):
     """One image: decoded (N, 4 + nc + nm), protos (h, w, nm) -> Detections without batch axis."""
     num_classes = decoded.shape[-1] - 4 - protos.shape[-1]
     boxes, scores, classes, coefficients, valid = select_candidates(
@@ -151,7 +152,7 @@ def postprocess(decoded, protos, **kwargs):
     """Batched `postprocess_image`: decoded (B, N, 4 + nc + nm), protos (B, h, w, nm) -> Detections.
 
     Keyword arguments (all static under jit): conf_threshold (CONF_THRESHOLD), iou_threshold
-    (IOU_THRESHOLD), max_det (MAX_DET), max_candidates (1024), multi_label (False), retina_masks (False).
+    (IOU_THRESHOLD), max_det (MAX_DET), max_candidates (MAX_CANDIDATES), multi_label (False), retina_masks (False).
     """
     return jax.vmap(lambda d, p: postprocess_image(d, p, **kwargs))(decoded, protos)
 

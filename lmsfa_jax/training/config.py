@@ -3,7 +3,7 @@
 Every field a run reads is defined here or in the layer that owns it (`config.data`:
 `data.pipeline.default_data_config`; `config.loss`: `losses.DEFAULT_GAINS`; the `config.eval`
 thresholds: `evaluation.postprocess`), so an override of an unknown key (`--config.epochs=...`
-spelt wrong) fails with an error naming the key.
+spelt wrong) fails with an error naming the key; `config_checks.check_config` checks the values.
 """
 import ml_collections
 
@@ -19,6 +19,9 @@ def default_config() -> ml_collections.ConfigDict:
     config.epochs = 100
     config.dtype = "float32"        # compute dtype: 'float32' or 'bfloat16' (params stay float32)
     config.init_from = ""           # our checkpoint dir / workdir, or a PyTorch state dict (.npz / .pt)
+    # Steps with a NaN/inf loss or gradients are skipped (nothing is updated); after this many in a
+    # row training stops, naming the epoch and step.
+    config.max_consecutive_nonfinite = 10
 
     config.model = ml_collections.ConfigDict(dict(num_classes=4, scale="n", depthwise_impl="auto"))
     config.data = default_data_config()

@@ -3,16 +3,22 @@
     python train.py --config configs/peld.py --workdir runs/peld
 
 Outputs in `workdir`: config.json (with the dataset's class names), metrics.jsonl (one record per
-epoch: mean train losses, lr, images/s and, on validated epochs, box / mask precision, recall,
-mAP50, mAP50-95 of the EMA model), TensorBoard event files in tensorboard/ (the same scalars and a
-few validation overlays), checkpoints/ (latest 2 + best by mask mAP50-95), training_curves.png at
-the end. Re-running the same command resumes from the latest checkpoint.
+epoch: mean train losses, lr, images/s, steps skipped for a NaN/inf and, on validated epochs, box /
+mask precision, recall, mAP50, mAP50-95 of the EMA model), TensorBoard event files in tensorboard/
+(the same scalars and a few validation overlays), checkpoints/ (latest 2 + best by mask mAP50-95),
+training_curves.png at the end. Re-running the same command resumes from the latest checkpoint
+(the newest intact one).
+
+The config's values are checked before anything starts (`config_checks`). A step with a NaN/inf
+loss or gradients is skipped (`step`); `config.max_consecutive_nonfinite` of them in a row stop
+the run with `NonFiniteTrainingError`, the checkpoints holding the last good state.
 
 Multi-process runs (`lmsfa_jax.distributed`): every process runs this loop on its rows of each
 global batch; all take part in the checkpoints and validation; process 0 alone prints and writes
 metrics, TensorBoard files, plots and config.json. The workdir must be one shared directory.
 """
 import pathlib
+import sys
 import time
 
 import jax
@@ -31,6 +37,7 @@ from lmsfa_jax.evaluation import plots
 from lmsfa_jax.evaluation import postprocess
 from lmsfa_jax.model import init_variables, model_from_config
 from lmsfa_jax.training import checkpoints as checkpoints_lib
+from lmsfa_jax.training import config_checks
 from lmsfa_jax.training import metric_writers
 from lmsfa_jax.training import optimizer as optimizer_lib
 from lmsfa_jax.training import step as step_lib
@@ -38,6 +45,11 @@ from lmsfa_jax.training.state import TrainState, create_train_state
 
 LOSS_NAMES = ("box", "seg", "cls", "dfl")
 VAL_OVERLAYS = 4   # validation images drawn into TensorBoard on each validated epoch
+
+
+class NonFiniteTrainingError(InputError):
+    """Training stopped: too many steps in a row had a NaN/inf loss or gradients (the config or the
+    data make it diverge). Printed as one line by the commands."""
 
 
 def load_initial_weights(variables: dict, path) -> tuple[dict, str]:
@@ -91,7 +103,7 @@ def validate(apply_fn, variables, config, reader, num_overlays: int = 0) -> tupl
 
 def record_class_names(config, class_names) -> None:
     """Sets config.data.class_names to the dataset's (in place); a config that names other classes,
-    or a model with fewer classes than the dataset, is an InputError."""
+    or a model with fewer classes than the dataset, is an InputError; more classes get a warning."""
     names = tuple(class_names)
     if config.data.class_names and tuple(config.data.class_names) != names:
         raise InputError(f"config.data.class_names {list(config.data.class_names)} differ from the "
@@ -100,6 +112,12 @@ def record_class_names(config, class_names) -> None:
         raise InputError(f"config.model.num_classes={config.model.num_classes} but dataset "
                          f"{config.data.name!r} has {len(names)} classes {list(names)}; set "
                          f"--config.model.num_classes={len(names)}")
+    if config.model.num_classes > len(names):
+        distributed.print_main(f"warning: config.model.num_classes={config.model.num_classes} but dataset "
+              f"{config.data.name!r} has {len(names)} classes {list(names)}: the model's other "
+              f"{config.model.num_classes - len(names)} class outputs are only ever trained as "
+              f"background (set --config.model.num_classes={len(names)} unless that is intended)",
+              file=sys.stderr)
     config.data.class_names = names
 
 
@@ -124,12 +142,13 @@ def train_and_evaluate(config, workdir) -> dict:
     workdir = pathlib.Path(workdir).expanduser()
     workdir.mkdir(parents=True, exist_ok=True)
     config = config.copy_and_resolve_references()
+    config_checks.check_config(config)
     distributed.main_first("synthetic data", lambda: synthetic.prepare_data_config(config, workdir))
 
     mesh = step_lib.make_mesh()
     if config.batch_size % mesh.devices.size or config.eval.batch_size % mesh.devices.size:
-        raise ValueError(f"batch_size {config.batch_size} and eval.batch_size {config.eval.batch_size} "
-                         f"must be multiples of the {mesh.devices.size} devices")
+        raise InputError(f"config.batch_size={config.batch_size} and config.eval.batch_size="
+                         f"{config.eval.batch_size} must be multiples of the {mesh.devices.size} devices")
     train_data = pipeline_lib.InputPipeline(config.data, config.data.train_split, config.batch_size,
                                             train=True, seed=config.seed, total_epochs=config.epochs,
                                             rows=step_lib.process_rows(mesh, config.batch_size))
@@ -150,11 +169,12 @@ def train_and_evaluate(config, workdir) -> dict:
     train_step = step_lib.make_train_step(model, tx, schedule, config, mesh)
     apply_fn = evaluator_lib.eval_apply_fn(model)
     writer = metric_writers.MetricWriter(workdir, resume_epoch=start_epoch, enabled=distributed.is_main())
+    guard = _NonFiniteGuard(config.max_consecutive_nonfinite, checkpointer)
 
     record = {}
     try:
         for epoch in range(start_epoch, config.epochs):
-            state, record = _train_epoch(state, train_step, train_data, mesh, epoch, config)
+            state, record = _train_epoch(state, train_step, train_data, mesh, epoch, config, guard)
             last = epoch + 1 == config.epochs
             if validating and ((epoch + 1) % config.eval.every_epochs == 0 or last):
                 metrics, overlays = validate(apply_fn, distributed.local_copy(state.ema_variables()),
@@ -180,13 +200,40 @@ def train_and_evaluate(config, workdir) -> dict:
     return record
 
 
-def _train_epoch(state, train_step, data, mesh, epoch: int, config):
-    """One epoch with a progress bar -> (state, record of mean losses, lr, images/s)."""
+class _NonFiniteGuard:
+    """Counts skipped (NaN/inf) train steps in a row; `limit` of them raise NonFiniteTrainingError
+    naming the epoch, the step and the checkpoint to go back to."""
+
+    def __init__(self, limit: int, checkpointer):
+        self.limit, self.checkpointer, self.in_a_row = limit, checkpointer, 0
+
+    def observe(self, skipped, epoch: int, step: int) -> None:
+        """skipped: the step's 'skipped' metric (read here, which waits for that step)."""
+        self.in_a_row = self.in_a_row + 1 if float(skipped) else 0
+        if self.in_a_row < self.limit:
+            return
+        latest = self.checkpointer.latest_step()
+        kept = (f"the latest checkpoint (step {latest} in {self.checkpointer.directory}) holds the last "
+                "good state" if latest is not None else "no checkpoint was saved yet")
+        raise NonFiniteTrainingError(
+            f"training stopped in epoch {epoch + 1} at step {step}: the last {self.in_a_row} steps "
+            f"(from step {step - self.in_a_row + 1}) all had a NaN or inf loss or gradients and were "
+            f"skipped, so nothing was updated by them; {kept}. Check the data or lower "
+            f"config.optimizer.lr0; config.max_consecutive_nonfinite={self.limit} sets this limit")
+
+
+def _train_epoch(state, train_step, data, mesh, epoch: int, config, guard: _NonFiniteGuard):
+    """One epoch with a progress bar -> (state, record of mean losses over the steps not skipped,
+    lr, images/s, skipped steps)."""
     sums, count, timed_steps, t_start = None, 0, 0, None
+    first_step, previous = int(state.step), None
     bar = tqdm(data.epoch(epoch), total=len(data), desc=f"epoch {epoch + 1}/{config.epochs}",
                dynamic_ncols=True, disable=not distributed.is_main())
     for batch in bar:
         state, metrics = train_step(state, step_lib.shard_batch(batch, mesh))
+        if previous is not None:  # one step late, so that the device is never left idle
+            guard.observe(previous, epoch, first_step + count)
+        previous = metrics["skipped"]
         sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
         count += 1
         if t_start is None:  # the first step compiles: time from its end
@@ -195,13 +242,25 @@ def _train_epoch(state, train_step, data, mesh, epoch: int, config):
         else:
             timed_steps += 1
         if count % 5 == 0 or count == len(data):
-            means = {k: float(v) / count for k, v in jax.device_get(sums).items()}
+            means = _mean_metrics(jax.device_get(sums), count)
             speed = timed_steps * config.batch_size / max(time.perf_counter() - t_start, 1e-9)
-            bar.set_postfix({**{k: f"{means[k]:.3f}" for k in LOSS_NAMES}, "img/s": f"{speed:.1f}"})
+            bar.set_postfix({**{k: f"{means[k]:.3f}" for k in LOSS_NAMES if means[k] is not None},
+                             "img/s": f"{speed:.1f}"})
+    guard.observe(previous, epoch, first_step + count)
     jax.block_until_ready(state)
-    means = {k: float(v) / count for k, v in jax.device_get(sums).items()}
+    sums = jax.device_get(sums)
+    means = _mean_metrics(sums, count)
     elapsed = time.perf_counter() - t_start
     record = {"epoch": epoch + 1, "step": int(state.step),
               **{f"train/{k}": means[k] for k in (*LOSS_NAMES, "loss")}, "lr": means["lr"],
+              "train/skipped_steps": int(sums["skipped"]),
               "images_per_s": timed_steps * config.batch_size / elapsed if timed_steps else None}
     return state, record
+
+
+def _mean_metrics(sums: dict, count: int) -> dict:
+    """Means of summed step metrics; the losses over the steps not skipped (None if none was)."""
+    kept = count - int(sums["skipped"])
+    loss_keys = (*LOSS_NAMES, "loss", "grad_norm")
+    return {k: (float(v) / kept if kept else None) if k in loss_keys else float(v) / count
+            for k, v in sums.items()}

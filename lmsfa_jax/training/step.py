@@ -1,6 +1,10 @@
 """The jitted train step: forward/backward on a data-parallel batch, gradient accumulation,
 optimiser step and EMA update, over a `TrainState`.
 
+A step whose loss, gradients or new batch statistics hold a NaN or inf changes nothing but the step
+counter: no accumulation, no optimiser or EMA update, the old batch statistics; its metrics say
+'skipped' (the training loop stops after `config.max_consecutive_nonfinite` of them in a row).
+
 The global batch is sharded along its first axis over the mesh axis 'data' (all devices of all
 processes); the state is replicated. Each process holds the rows `process_rows` of every global
 batch (all of them in a single-process run). `jax.jit` partitions the computation, so the loss and
@@ -61,11 +65,17 @@ def _select(pred, new, old):
     return jax.tree.map(lambda a, b: jnp.where(pred, a, b), new, old)
 
 
+def _all_finite(tree) -> jax.Array:
+    """True when no leaf of `tree` holds a NaN or inf."""
+    return jnp.stack([jnp.isfinite(x).all() for x in jax.tree.leaves(tree)]).all()
+
+
 def train_step(state: TrainState, batch: dict, *, model, tx: optax.GradientTransformation,
                schedule: optimizer_lib.Schedule, loss_gains: dict, ema: dict) -> tuple[TrainState, dict]:
     """One iteration -> (new state, metrics). metrics: the loss components per image (box, seg,
-    cls, dfl, as Ultralytics logs them), their sum 'loss', 'lr', 'grad_norm' and 'updated' (1 when
-    the optimiser stepped)."""
+    cls, dfl, as Ultralytics logs them), their sum 'loss', 'lr', 'grad_norm', 'updated' (1 when
+    the optimiser stepped) and 'skipped' (1 when a NaN/inf skipped the step; its losses and
+    grad_norm are then reported as 0)."""
     hyper = schedule(state.step)
 
     def loss_fn(params):
@@ -79,8 +89,10 @@ def train_step(state: TrainState, batch: dict, *, model, tx: optax.GradientTrans
         return total, (components, updates["batch_stats"])
 
     grads, (components, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
-    grad_sum = jax.tree.map(jnp.add, state.grad_accum, grads)
-    update_now = state.step - state.last_update_step >= hyper["accumulate"]
+    finite = _all_finite((components, grads, batch_stats))  # else the step changes nothing
+    grad_sum = _select(finite, jax.tree.map(jnp.add, state.grad_accum, grads), state.grad_accum)
+    batch_stats = _select(finite, batch_stats, state.batch_stats)
+    update_now = finite & (state.step - state.last_update_step >= hyper["accumulate"])
 
     opt_state = optimizer_lib.set_hyperparams(state.opt_state, hyper)
     updates, new_opt_state = tx.update(grad_sum, opt_state, state.params)
@@ -97,8 +109,10 @@ def train_step(state: TrainState, batch: dict, *, model, tx: optax.GradientTrans
         ema_params=jax.tree.map(mix, state.ema_params, params),
         ema_batch_stats=jax.tree.map(mix, state.ema_batch_stats, batch_stats),
         ema_updates=ema_updates)
-    metrics = {**components, "loss": sum(components.values()), "lr": hyper["lr"],
-               "grad_norm": optax.tree.norm(grads), "updated": update_now.astype(jnp.float32)}
+    losses = {k: jnp.where(finite, v, 0.0) for k, v in components.items()}
+    metrics = {**losses, "loss": sum(losses.values()), "lr": hyper["lr"],
+               "grad_norm": jnp.where(finite, optax.tree.norm(grads), 0.0),
+               "updated": update_now.astype(jnp.float32), "skipped": (~finite).astype(jnp.float32)}
     return new_state, metrics
 
 
