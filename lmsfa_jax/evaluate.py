@@ -10,7 +10,8 @@ Also `python -m lmsfa_jax.evaluate` and `lmsfa-evaluate`. The config defaults to
 WORKDIR/config.json. Writes into --out (default WORKDIR/eval_{split}, or WORKDIR/eval_{split}_predictions
 with --predictions): metrics.json, pr_bbox.png, pr_segm.png, with --save_vis N, N overlay images and,
 for our model, predictions.json (COCO results, RLE masks at original resolution). Prints the
-per-class table and, for our model, the speed in ms per image.
+per-class table and, for our model, the speed in ms per image. With the multi-process flags (as
+`train`) the processes share the predicting (`lmsfa_jax.distributed`); process 0 writes the outputs.
 
 --predictions scores another model's predictions instead of ours (no checkpoint needed): a COCO
 results JSON file (`yolo val save_json=True` writes one) or the folder of Ultralytics text files
@@ -19,11 +20,6 @@ formats). --write_gt writes the split's ground truth, exactly as scored, as a CO
 (alone, without --predictions or a checkpoint, it only writes that file). --mask_resolution quarter
 also scores masks on a grid of 1/4 of the network input (config.data.image_size), as Ultralytics'
 validator does, and prints both resolutions side by side.
-
-Several processes share the work with the multi-process flags (as `train`; `lmsfa_jax.distributed`):
-each predicts part of the split, the metrics are those of the whole split, and process 0 writes
-the outputs (its overlays are of the first images, its share). Given --predictions are scored by
-process 0 alone.
 """
 import json
 import pathlib
