@@ -5,18 +5,16 @@ Against a single-process run with the same global batch, seed and number of devi
 losses, parameters and validation metrics agree, and `evaluate` gives the same report. A process
 killed with SIGKILL after a checkpoint makes the other exit with an error within the timeout, and
 the re-launched run resumes to the same bits as an uninterrupted one. Checkpoints move between
-process counts: the two-process run starts from a checkpoint that one process wrote, and one
-process restores the two-process checkpoint.
+process counts: a two-process run starts from a checkpoint that one process wrote, and one process
+restores a two-process checkpoint.
 
 Every run is `train` (then `evaluate`) in subprocesses, the multi-process ones on a free port,
-sharing the persistent compilation cache. The two expensive compiles, the train step for one
-process and for two, run side by side in the first two runs; later runs load them.
+sharing the persistent compilation cache (tests/shared_run.py).
 """
 import contextlib
 import json
 import os
 import pathlib
-import shutil
 import signal
 import socket
 import subprocess
@@ -28,34 +26,16 @@ import jax
 import numpy as np
 import pytest
 
-from lmsfa_jax import cli, evaluate
 from lmsfa_jax.model import init_variables, model_from_config
 from lmsfa_jax.training import checkpoints
 from lmsfa_jax.training import optimizer as optimizer_lib
 from lmsfa_jax.training import step as step_lib
 from lmsfa_jax.training.state import create_train_state
+from shared_run import EPOCHS, RUN_ARGS, STEPS_PER_EPOCH, config as run_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-CACHE_DIR = os.environ.get("LMSFA_JAX_CACHE_DIR", str(ROOT / ".jax_cache"))
-EPOCHS, STEPS_PER_EPOCH = 2, 2
-TIMEOUT_S = 10        # --distributed_timeout: a dead process is noticed after this long
-RUN_ARGS = [
-    "--config", "configs/synthetic.py",
-    "--config.synthetic.num_train=8", "--config.synthetic.num_val=4", "--config.synthetic.size=64",
-    "--config.data.image_size=64", "--config.data.max_instances=8", "--config.batch_size=4",
-    f"--config.epochs={EPOCHS}", f"--config.eval.every_epochs={EPOCHS}", "--config.eval.batch_size=2",
-    "--config.checkpoint.every_epochs=1",
-]
-# Every subprocess starts with this. On CPU the topology fingerprint in JAX's compilation-cache key
-# differs between the processes of one run, and only process 0 writes the cache: each relaunch would
-# compile the train step again (~80 s here). Keyed by device kind instead (JAX's own fallback where
-# there is no topology), the processes share process 0's entries, and with
-# JAX_SHARE_BINARY_BETWEEN_HOSTS the first run compiles once. Without this the tests only get slower.
-SHARED_CACHE = """
-from jax._src import cache_key
-if hasattr(cache_key, "_hash_devices"):
-    cache_key._hash_accelerator_config = cache_key._hash_devices
-"""
+CACHE_DIR = pathlib.Path(os.environ.get("LMSFA_JAX_CACHE_DIR", str(ROOT / ".jax_cache")))
+TIMEOUT_S = 20        # --distributed_timeout: a dead (or stalled) process is noticed after this long
 # Process 1 of the killed run: SIGKILLs itself as soon as the first checkpoint is on disk.
 DIE_AFTER_FIRST_CHECKPOINT = """
 import os, signal, time
@@ -74,9 +54,11 @@ checkpoints.Checkpointer.save = save_and_die
 
 
 def _program(*commands: tuple[str, list[str]], before: str = "") -> list[str]:
-    """`python` arguments that run SHARED_CACHE, `before`, then each (name, args) in one process:
-    `lmsfa_jax.<name>.main(args + the multi-process flags)`, as the command line would."""
-    lines = [SHARED_CACHE, before, "from lmsfa_jax import cli"]
+    """`python` arguments that share compilations (tests/shared_run.py), run `before`, then each
+    (name, args) in one process: `lmsfa_jax.<name>.main(args + the multi-process flags)`, as the
+    command line would."""
+    lines = [f"import sys; sys.path.insert(0, {str(ROOT / 'tests')!r})",
+             "import shared_run; shared_run.share_across_layouts()", before, "from lmsfa_jax import cli"]
     for name, args in commands:
         lines += [f"from lmsfa_jax import {name}", f"cli.run(lambda flags: {name}.main({args!r} + flags))"]
     return ["-c", "\n".join(lines)]
@@ -86,9 +68,9 @@ def _train(workdir) -> tuple[str, list[str]]:
     return "train", [*RUN_ARGS, f"--workdir={workdir}", f"--compilation_cache={CACHE_DIR}"]
 
 
-def _evaluate(workdir, *flags: str) -> tuple[str, list[str]]:
-    return "evaluate", [f"--workdir={workdir}", "--checkpoint=latest", f"--compilation_cache={CACHE_DIR}",
-                        *flags]
+def _evaluate(workdir, out, *flags: str) -> tuple[str, list[str]]:
+    return "evaluate", [f"--workdir={workdir}", "--checkpoint=latest", f"--out={out}",
+                        f"--compilation_cache={CACHE_DIR}", *flags]
 
 
 def _free_port() -> int:
@@ -146,15 +128,10 @@ def _launch(log_dir: pathlib.Path, commands: list[list[str]]):
         processes.kill()
 
 
-def _config(workdir):
-    return cli.parse([*RUN_ARGS, f"--workdir={workdir}"], "", config=cli.CONFIG_REQUIRED, uses_jax=False).config
-
-
-def _initial_state(config, mesh=None):
-    """The state a run starts from (replicated over `mesh`), as `training.loop` builds it."""
+def _initial_state(config):
+    """The state a run starts from, as `training.loop` builds it (before replicating it)."""
     model = model_from_config(config)
-    state = create_train_state(init_variables(model, config.seed), optimizer_lib.make_optimizer(config))
-    return state if mesh is None else step_lib.replicate(state, mesh)
+    return create_train_state(init_variables(model, config.seed), optimizer_lib.make_optimizer(config))
 
 
 def _records(workdir) -> list[dict]:
@@ -163,6 +140,13 @@ def _records(workdir) -> list[dict]:
 
 def _state(workdir, step: int) -> dict:
     return checkpoints.load_item(workdir / "checkpoints" / str(step) / "state")
+
+
+def _saved_steps(workdir) -> list[int]:
+    checkpointer = checkpoints.Checkpointer(workdir)
+    steps = checkpointer.all_steps()
+    checkpointer.close()
+    return steps
 
 
 def _named_leaves(tree) -> dict:
@@ -190,20 +174,37 @@ def _validation(record: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """{'one': a single-process run, 'two': the same with two processes}, trained side by side.
-    'two' starts from a checkpoint of the initial state that one process (this one) wrote."""
+    """The runs and their logs, at most three processes at a time (each holds a few GiB).
+    'one': one process trains, then evaluates itself. Side by side, 'killed': two processes, process
+    1 SIGKILLed after the first checkpoint (the two runs compile the train step at once; the cache
+    keeps one copy). Then 'two': an uninterrupted two-process run that starts from a checkpoint of
+    the initial state written by one process (this one). Last, 'killed' re-launched: it resumes,
+    then evaluates run 'one' with two processes."""
     base = tmp_path_factory.mktemp("multihost")
-    one, two = base / "one", base / "two"
-    seed = checkpoints.Checkpointer(two)
-    seed.save(_initial_state(_config(two)), epoch=0)
-    seed.wait()
-    seed.close()
-    two_then_evaluate = _program(_train(two), _evaluate(two, "--save_vis=2"))
-    with _launch(base / "logs_one", [_program(_train(one))]) as single, \
-            _launch(base / "logs_two", [two_then_evaluate] * 2) as double:
-        logs = double.wait(timeout=900)
-        single.wait(timeout=300)
-    return {"one": one, "two": two, "logs_two": logs}
+    one, two, killed = base / "one", base / "two", base / "killed"
+    with contextlib.ExitStack() as stack:
+        launch = lambda name, commands: stack.enter_context(_launch(base / f"logs_{name}", commands))  # noqa: E731
+        single = launch("one", [_program(_train(one), _evaluate(one, one / "eval_one_process"))])
+        doomed = launch("killed", [_program(_train(killed)),
+                                   _program(_train(killed), before=DIE_AFTER_FIRST_CHECKPOINT)])
+        initial = _initial_state(run_config(two))
+        seed = checkpoints.Checkpointer(two)
+        seed.save(initial, epoch=0)
+        seed.wait()
+        seed.close()
+        survivor, victim = doomed.procs
+        victim.wait(timeout=900)
+        killed_at = time.monotonic()
+        survivor.wait(timeout=TIMEOUT_S + 60)
+        killed_run = {"codes": [p.returncode for p in doomed.procs], "logs": doomed.texts(),
+                      "waited": time.monotonic() - killed_at,
+                      "steps": _saved_steps(killed)}
+        logs_two = launch("two", [_program(_train(two))] * 2).wait(timeout=600)
+        single.wait(timeout=600)
+        logs_resumed = launch("resumed", [_program(_train(killed), _evaluate(one, one / "eval_two_processes",
+                                                                             "--save_vis=2"))] * 2).wait(timeout=600)
+    return {"one": one, "two": two, "killed": killed, "initial": initial, "killed_run": killed_run,
+            "logs_two": logs_two, "logs_resumed": logs_resumed}
 
 
 def test_two_processes_train_like_one(runs):
@@ -215,7 +216,6 @@ def test_two_processes_train_like_one(runs):
     assert _validation(two[-1]) == _validation(one[-1]) and len(_validation(two[-1])) == 8
 
     # Parameters after the last update, with the 1-vs-2-device test's tolerance rule.
-    initial = _initial_state(_config(runs["one"]))
     final = EPOCHS * STEPS_PER_EPOCH
     got, want = _state(runs["two"], final), _state(runs["one"], final)
     pairs = [(jax.tree_util.keystr(path), np.asarray(a2, np.float64), np.asarray(a1, np.float64),
@@ -223,7 +223,7 @@ def test_two_processes_train_like_one(runs):
              for name in ("params", "batch_stats")
              for (path, a2), a1, a0 in zip(jax.tree_util.tree_leaves_with_path(got[name]),
                                            jax.tree.leaves(want[name]),
-                                           jax.tree.leaves(getattr(initial, name)))]
+                                           jax.tree.leaves(getattr(runs["initial"], name)))]
     largest_update = max(np.abs(a1 - a0).max() for _, _, a1, a0 in pairs)
     for name, a2, a1, _ in pairs:
         np.testing.assert_allclose(a2, a1, rtol=1e-5, atol=1e-4 * largest_update, err_msg=name)
@@ -239,35 +239,23 @@ def test_two_processes_train_like_one(runs):
     assert "epoch 1/2" not in log1 and "results in" not in log1 and "mAP50" not in log1
 
 
-def test_a_killed_process_ends_the_run_and_the_relaunch_resumes_bit_identically(runs, tmp_path):
-    workdir = tmp_path / "killed"
-    shutil.copytree(runs["two"] / "data", workdir / "data")  # the same dataset, not built again
-    commands = [_program(_train(workdir)), _program(_train(workdir), before=DIE_AFTER_FIRST_CHECKPOINT)]
-    with _launch(tmp_path / "logs_killed", commands) as run:
-        survivor, victim = run.procs
-        victim.wait(timeout=600)
-        killed_at = time.monotonic()
-        assert victim.returncode == -signal.SIGKILL, run.texts()[1][-4000:]
-        survivor.wait(timeout=TIMEOUT_S + 60)
-        waited = time.monotonic() - killed_at
-    log0 = run.texts()[0]
-    assert survivor.returncode != 0, log0[-4000:]  # an error exit (abort), not a hang
-    assert waited < TIMEOUT_S + 60, waited
-    assert checkpoints.Checkpointer(workdir).latest_step() == STEPS_PER_EPOCH
+def test_a_killed_process_ends_the_run_and_the_relaunch_resumes_bit_identically(runs):
+    killed = runs["killed_run"]
+    assert killed["codes"][1] == -signal.SIGKILL, killed["logs"][1][-4000:]
+    assert killed["codes"][0] not in (0, None), killed["logs"][0][-4000:]  # an error exit, not a hang
+    assert killed["waited"] < TIMEOUT_S + 60, killed["waited"]
+    assert killed["steps"] == [STEPS_PER_EPOCH]
 
-    with _launch(tmp_path / "logs_resumed", [_program(_train(workdir))] * 2) as resumed:
-        logs = resumed.wait(timeout=600)
-    assert f"resuming from {workdir / 'checkpoints'} after epoch 1" in logs[0]
-    got, want = _records(workdir), _records(runs["two"])
+    assert f"resuming from {runs['killed'] / 'checkpoints'} after epoch 1" in runs["logs_resumed"][0]
+    got, want = _records(runs["killed"]), _records(runs["two"])
     assert [_without(r, "images_per_s") for r in got] == [_without(r, "images_per_s") for r in want]
     final = EPOCHS * STEPS_PER_EPOCH  # params, EMA, optimiser, step counters:
-    _assert_equal_trees(_state(workdir, final), _state(runs["two"], final))
+    _assert_equal_trees(_state(runs["killed"], final), _state(runs["two"], final))
 
 
 def test_one_process_resumes_a_two_process_checkpoint(runs):
     # The restore a run does, into the replicated state that a single-process run builds.
-    config = _config(runs["two"])
-    template = _initial_state(config, step_lib.make_mesh())
+    template = step_lib.replicate(runs["initial"], step_lib.make_mesh())
     checkpointer = checkpoints.Checkpointer(runs["two"])
     state, epoch = checkpointer.restore_latest(template)
     checkpointer.close()
@@ -276,19 +264,15 @@ def test_one_process_resumes_a_two_process_checkpoint(runs):
     _assert_equal_trees(flax.serialization.to_state_dict(state), _state(runs["two"], EPOCHS * STEPS_PER_EPOCH))
 
 
-def test_evaluate_with_two_processes_gives_the_single_process_report(runs, tmp_path):
-    # The two-process run ended with `evaluate --save_vis=2`; now one process evaluates the same.
-    log0, log1 = runs["logs_two"]
+def test_evaluate_with_two_processes_gives_the_single_process_report(runs):
+    # Run 'one' evaluated by itself (one process), then by the re-launched two-process run.
+    log0, log1 = runs["logs_resumed"]
     assert "Speed:" in log0 and "Speed:" not in log1
-    out = runs["two"] / "eval_val"
-    metrics, predictions = (json.loads((out / name).read_text())
-                            for name in ("metrics.json", "predictions.json"))
-    assert len(list(out.glob("vis_*.png"))) == 2  # the first two images: process 0's share
-
-    workdir = tmp_path / "run"
-    shutil.copytree(runs["two"], workdir, ignore=shutil.ignore_patterns("eval_*"))
-    report = evaluate.main(_evaluate(workdir)[1])
-    assert predictions == report.results
-    assert len({r["image_id"] for r in predictions}) == len(report.ground_truth["images"]) == 4
-    assert _without(metrics, "speed_ms_per_image") == \
-        json.loads(json.dumps(_without(report.metrics, "speed_ms_per_image")))
+    alone, shared = (runs["one"] / name for name in ("eval_one_process", "eval_two_processes"))
+    assert len(list(shared.glob("vis_*.png"))) == 2  # the first two images: process 0's share
+    predictions = json.loads((shared / "predictions.json").read_text())
+    assert predictions == json.loads((alone / "predictions.json").read_text())
+    assert len({r["image_id"] for r in predictions}) == 4  # every image once
+    metrics = [_without(json.loads((out / "metrics.json").read_text()), "speed_ms_per_image")
+               for out in (shared, alone)]
+    assert metrics[0] == metrics[1] and metrics[0]["num_images"] == 4
