@@ -35,7 +35,7 @@ from shared_run import EPOCHS, RUN_ARGS, STEPS_PER_EPOCH, config as run_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CACHE_DIR = pathlib.Path(os.environ.get("LMSFA_JAX_CACHE_DIR", str(ROOT / ".jax_cache")))
-TIMEOUT_S = 20        # --distributed_timeout: a dead (or stalled) process is noticed after this long
+TIMEOUT_S = 15        # --distributed_timeout: a dead (or stalled) process is noticed after this long
 # Process 1 of the killed run: SIGKILLs itself as soon as the first checkpoint is on disk.
 DIE_AFTER_FIRST_CHECKPOINT = """
 import os, signal, time
@@ -50,6 +50,38 @@ def save_and_die(self, state, epoch, record=None):
     os.kill(os.getpid(), signal.SIGKILL)
 
 checkpoints.Checkpointer.save = save_and_die
+"""
+
+# The killed run starts with the single-process run, but builds its train step only once that one
+# has compiled it (and put it in the cache; two compilations side by side take longer than one).
+MARK_COMPILED = """
+import pathlib
+from lmsfa_jax.training import step
+make = step.make_train_step
+
+def make_and_mark(*args, **kwargs):
+    train_step = make(*args, **kwargs)
+
+    def step_and_mark(state, batch):
+        out = train_step(state, batch)  # compiled, and in the cache
+        pathlib.Path({marker!r}).touch()
+        return out
+    return step_and_mark
+
+step.make_train_step = make_and_mark
+"""
+AFTER_MARK = """
+import os, time
+from lmsfa_jax.training import step
+make = step.make_train_step
+
+def wait_and_make(*args, **kwargs):
+    deadline = time.monotonic() + 900
+    while not os.path.exists({marker!r}) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return make(*args, **kwargs)
+
+step.make_train_step = wait_and_make
 """
 
 
@@ -176,17 +208,20 @@ def _validation(record: dict) -> dict:
 def runs(tmp_path_factory):
     """The runs and their logs, at most three processes at a time (each holds a few GiB).
     'one': one process trains, then evaluates itself. Side by side, 'killed': two processes, process
-    1 SIGKILLed after the first checkpoint (the two runs compile the train step at once; the cache
-    keeps one copy). Then 'two': an uninterrupted two-process run that starts from a checkpoint of
-    the initial state written by one process (this one). Last, 'killed' re-launched: it resumes,
-    then evaluates run 'one' with two processes."""
+    1 SIGKILLed after the first checkpoint (its train step from the cache, once 'one' has compiled
+    it). Then 'two': an uninterrupted two-process run that starts from a checkpoint of the initial
+    state written by one process (this one). Last, 'killed' re-launched: it resumes, then evaluates
+    run 'one' with two processes."""
     base = tmp_path_factory.mktemp("multihost")
     one, two, killed = base / "one", base / "two", base / "killed"
     with contextlib.ExitStack() as stack:
         launch = lambda name, commands: stack.enter_context(_launch(base / f"logs_{name}", commands))  # noqa: E731
-        single = launch("one", [_program(_train(one), _evaluate(one, one / "eval_one_process"))])
-        doomed = launch("killed", [_program(_train(killed)),
-                                   _program(_train(killed), before=DIE_AFTER_FIRST_CHECKPOINT)])
+        marker = str(base / "compiled")
+        single = launch("one", [_program(_train(one), _evaluate(one, one / "eval_one_process"),
+                                         before=MARK_COMPILED.format(marker=marker))])
+        gate = AFTER_MARK.format(marker=marker)
+        doomed = launch("killed", [_program(_train(killed), before=gate),
+                                   _program(_train(killed), before=gate + DIE_AFTER_FIRST_CHECKPOINT)])
         initial = _initial_state(run_config(two))
         seed = checkpoints.Checkpointer(two)
         seed.save(initial, epoch=0)
