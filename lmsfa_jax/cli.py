@@ -22,6 +22,11 @@ and a console script `lmsfa-<command>` (`train.py` and `evaluate.py` at the top 
     if __name__ == "__main__":
         cli.run(main)
 
+`train` and `evaluate` also run as one process of several (`parse(..., distributed=True)`, see
+`lmsfa_jax.distributed`): `--distributed=auto|yes|no`, `--coordinator_address HOST:PORT`,
+`--num_processes N`, `--process_id I` and `--distributed_timeout SECONDS`; `parse` connects the
+processes before JAX starts.
+
 Flags are parsed into a fresh `FlagValues` on every call, so `main(argv)` can be called repeatedly
 (tests do). `cli.run` prints a user error (`UsageError`, `InputError`, a missing file) as one
 line, `error: ...`, and exits with status 1.
@@ -56,15 +61,16 @@ USER_ERRORS = (UsageError, InputError, FileNotFoundError)
 
 
 def parse(argv: Sequence[str] | None, doc: str, define_flags: Callable | None = None, *,
-          config: str | None = NO_CONFIG, uses_jax: bool = True,
+          config: str | None = NO_CONFIG, uses_jax: bool = True, distributed: bool = False,
           aliases: Mapping[str, str] | None = None) -> flags.FlagValues:
     """Parses `argv` (without the program name; default sys.argv[1:]) -> the flag values.
 
     define_flags(flag_values) defines the command's own flags. With `config`, `--workdir` is defined
     too and `.config` holds the loaded ConfigDict, its values checked (`training.config_checks`).
-    `uses_jax` adds `--compilation_cache` and applies it. `aliases` maps deprecated flag names to
-    what replaces them, e.g. {"iou": "config.eval.iou_threshold"}. `-h`/`--help` prints `doc` and
-    the flags, then exits.
+    `uses_jax` adds `--compilation_cache` and applies it. `distributed` adds the multi-process flags
+    and starts the distributed runtime when they (or the environment) ask for it. `aliases` maps
+    deprecated flag names to what replaces them, e.g. {"iou": "config.eval.iou_threshold"}.
+    `-h`/`--help` prints `doc` and the flags, then exits.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     flag_values = flags.FlagValues()
@@ -75,6 +81,8 @@ def parse(argv: Sequence[str] | None, doc: str, define_flags: Callable | None = 
         flags.DEFINE_string("compilation_cache", os.environ.get("LMSFA_JAX_CACHE_DIR", DEFAULT_CACHE_DIR),
                             "persistent XLA compilation cache directory ('' disables it)",
                             flag_values=flag_values)
+    if distributed:
+        _define_distributed_flags(flag_values)
     if define_flags is not None:
         define_flags(flag_values)
     if any(arg in ("-h", "--help", "-help", "--helpfull") for arg in argv):
@@ -101,7 +109,28 @@ def parse(argv: Sequence[str] | None, doc: str, define_flags: Callable | None = 
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax and TFDS log every step at INFO
     if uses_jax and flag_values.compilation_cache:
         _use_compilation_cache(flag_values.compilation_cache)
+    if distributed:
+        from lmsfa_jax import distributed as distributed_lib  # pylint: disable=g-import-not-at-top
+        distributed_lib.initialize(flag_values.distributed, flag_values.coordinator_address,
+                                   flag_values.num_processes, flag_values.process_id,
+                                   flag_values.distributed_timeout)
     return flag_values
+
+
+def _define_distributed_flags(flag_values: flags.FlagValues) -> None:
+    from lmsfa_jax import distributed as distributed_lib  # pylint: disable=g-import-not-at-top  (imports JAX)
+    flags.DEFINE_enum("distributed", "auto", distributed_lib.MODES,
+                      "one process of a multi-process run? auto: when the flags below, srun or mpirun say "
+                      "so; yes: also on a TPU pod (JAX detects the rest)", flag_values=flag_values)
+    flags.DEFINE_string("coordinator_address", None, "HOST:PORT of process 0 (multi-process runs)",
+                        flag_values=flag_values)
+    flags.DEFINE_integer("num_processes", None, "number of processes (multi-process runs)",
+                         lower_bound=1, flag_values=flag_values)
+    flags.DEFINE_integer("process_id", None, "this process's index, 0 .. num_processes - 1",
+                         lower_bound=0, flag_values=flag_values)
+    flags.DEFINE_integer("distributed_timeout", distributed_lib.DEFAULT_TIMEOUT_S,
+                         "seconds before the others exit with an error when a process dies or stalls",
+                         lower_bound=1, flag_values=flag_values)
 
 
 def run(main: Callable) -> None:

@@ -10,7 +10,8 @@ Also `python -m lmsfa_jax.evaluate` and `lmsfa-evaluate`. The config defaults to
 WORKDIR/config.json. Writes into --out (default WORKDIR/eval_{split}, or WORKDIR/eval_{split}_predictions
 with --predictions): metrics.json, pr_bbox.png, pr_segm.png, with --save_vis N, N overlay images and,
 for our model, predictions.json (COCO results, RLE masks at original resolution). Prints the
-per-class table and, for our model, the speed in ms per image.
+per-class table and, for our model, the speed in ms per image. With the multi-process flags (as
+`train`) the processes share the predicting (`lmsfa_jax.distributed`); process 0 writes the outputs.
 
 --predictions scores another model's predictions instead of ours (no checkpoint needed): a COCO
 results JSON file (`yolo val save_json=True` writes one) or the folder of Ultralytics text files
@@ -27,6 +28,7 @@ from absl import flags
 from tqdm import tqdm
 
 from lmsfa_jax import cli
+from lmsfa_jax import distributed
 from lmsfa_jax.data import reader as reader_lib
 from lmsfa_jax.data import synthetic
 from lmsfa_jax.evaluation import coco, evaluator, external, mask_resolution, plots, postprocess
@@ -58,19 +60,23 @@ def define_flags(flag_values):
 
 
 def main(argv=None) -> evaluator.EvalReport | None:
-    """Runs the command; -> its EvalReport (None when it only wrote the ground truth)."""
-    args = cli.parse(argv, __doc__, define_flags, config=cli.RUN_CONFIG,
+    """Runs the command; -> its EvalReport (None when it only wrote the ground truth, and on the
+    processes other than 0 of a multi-process run given --predictions)."""
+    args = cli.parse(argv, __doc__, define_flags, config=cli.RUN_CONFIG, distributed=True,
                      aliases={"batch_size": "config.eval.batch_size"})
     config, workdir = args.config, pathlib.Path(args.workdir).expanduser()
     if args.predictions and (args.random_init or args["checkpoint"].present):
         raise cli.UsageError("--predictions scores given predictions: --checkpoint and --random_init do not apply")
-    synthetic.prepare_data_config(config, workdir)
+    distributed.main_first("synthetic data", lambda: synthetic.prepare_data_config(config, workdir))
+    main_process = distributed.is_main()  # writes the outputs; the others help predict
+    if args.predictions and not main_process:
+        return None
     reader = reader_lib.open_split(config.data.name, config.data.data_dir, args.split)
     default_out = f"eval_{args.split}_predictions" if args.predictions else f"eval_{args.split}"
     out = pathlib.Path(args.out).expanduser() if args.out else workdir / default_out
-    save_overlay = overlay_saver(args.save_vis, args.vis_conf, reader.class_names, out)
+    save_overlay = overlay_saver(args.save_vis if main_process else 0, args.vis_conf, reader.class_names, out)
     ground_truth = split_ground_truth(reader) if args.write_gt or args.predictions else None
-    if args.write_gt:
+    if args.write_gt and main_process:
         write_json(ground_truth, args.write_gt)
         print(f"wrote the ground truth of {len(ground_truth['images'])} images, "
               f"{len(ground_truth['annotations'])} objects to {args.write_gt}")
@@ -82,9 +88,11 @@ def main(argv=None) -> evaluator.EvalReport | None:
         except FileNotFoundError as e:
             if not args.write_gt:
                 raise
-            print(f"not evaluating a model: {e}")
+            distributed.print_main(f"not evaluating a model: {e}")
             return None
         report = score_model(model, variables, reader, config, save_overlay)
+        if not main_process:
+            return report
         write_json(report.results, out / "predictions.json")
     if args.mask_resolution == "quarter":
         mask_resolution.add_quarter_metrics(report.metrics, report.curves, report.ground_truth, report.results,

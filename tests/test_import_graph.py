@@ -8,7 +8,7 @@ import ast
 import pathlib
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "lmsfa_jax"
-LIBRARY_TOP_LEVEL = {"anchors", "errors", "flops", "model", "reparam", "weights"}
+LIBRARY_TOP_LEVEL = {"anchors", "distributed", "errors", "flops", "model", "reparam", "weights"}
 LIBRARY_PACKAGES = {"nn", "losses", "data", "evaluation"}
 
 

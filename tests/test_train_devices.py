@@ -1,6 +1,8 @@
 """The data-parallel train step gives the same loss and updated params on 1 and on 2 devices.
 
-Two CPU devices need XLA_FLAGS before JAX starts, so the comparison runs in a subprocess."""
+Two CPU devices need XLA_FLAGS before JAX starts, so the comparison runs in a subprocess. The step
+is the first of tests/shared_run.py's run: its two-device compilation is shared with
+tests/test_multihost_training.py."""
 import os
 import pathlib
 import subprocess
@@ -10,31 +12,27 @@ import textwrap
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 SCRIPT = textwrap.dedent('''
+    import sys
+    sys.path.insert(0, "tests")
+    import shared_run
+    shared_run.share_across_layouts()
     import jax, jax.numpy as jnp, numpy as np
-    from lmsfa_jax.data import augment, synthetic
+    from lmsfa_jax.data import pipeline, synthetic
     from lmsfa_jax.model import init_variables, model_from_config
-    from lmsfa_jax.training import config as config_lib, optimizer, state as state_lib, step as step_lib
+    from lmsfa_jax.training import optimizer, state as state_lib, step as step_lib
 
     assert jax.device_count() == 2, jax.devices()
-    config = config_lib.default_config()
-    config.batch_size = 2
-    config.optimizer.warmup_epochs = 0.0  # every group at lr0 from the first step: all params move
-    config.optimizer.nominal_batch_size = 2  # and an optimiser step at every iteration
-    size, m = 64, 8
-    rows = []
-    for i in range(2):
-        image, objects = synthetic.generate_image(np.random.default_rng(i), size)
-        sample = {"image": image, "labels": np.array([l for l, _ in objects], np.int32),
-                  "polygons": [[p] for _, p in objects]}
-        targets, _ = augment.to_targets(sample, m, 4)
-        rows.append({"images": image.astype(np.float32) / 255, **targets})
-    batch = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+    config = shared_run.config(sys.argv[1])  # an optimiser step at lr0 from the first step: all params move
+    synthetic.prepare_data_config(config, sys.argv[1])
+    data = pipeline.InputPipeline(config.data, config.data.train_split, config.batch_size, train=True,
+                                  seed=config.seed, total_epochs=config.epochs)
+    batch = next(iter(data.epoch(0)))
     assert batch["valid"].any()
 
     model = model_from_config(config)
     tx = optimizer.make_optimizer(config)
-    variables = jax.device_get(init_variables(model, 0))  # host copies: the step donates its state
-    schedule = optimizer.Schedule.from_config(config, steps_per_epoch=10)
+    variables = jax.device_get(init_variables(model, config.seed))  # host copies: the step donates its state
+    schedule = optimizer.Schedule.from_config(config, steps_per_epoch=len(data))
     out = {}
     for n in (1, 2):
         mesh = step_lib.make_mesh(jax.devices()[:n])
@@ -66,10 +64,10 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
-def test_one_and_two_devices_give_the_same_step():
+def test_one_and_two_devices_give_the_same_step(tmp_path):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu",
                JAX_COMPILATION_CACHE_DIR=os.environ.get("LMSFA_JAX_CACHE_DIR", str(ROOT / ".jax_cache")))
-    result = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True,
+    result = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], cwd=ROOT, env=env, capture_output=True,
                             text=True, timeout=1200)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
     ok = [line for line in result.stdout.splitlines() if line.startswith("OK")]

@@ -16,8 +16,9 @@ Reading raw examples (evaluation):
   reader.class_names(name, data_dir); reader.DatasetNotBuiltError (names the build command)
 
 Batches (training and evaluation):
-  pipeline.InputPipeline(config.data, split, batch_size, train, seed, total_epochs, num_workers)
+  pipeline.InputPipeline(config.data, split, batch_size, train, seed, total_epochs, num_workers, rows)
       .epoch(epoch) -> iterator of batch dicts, len() batches per epoch, .close()
+      (rows: the part of each batch one process of a multi-process run builds)
   pipeline.batch_iterator(config.data, split, batch_size, seed, epoch, train) -> (iterator, num_batches)
   transforms.letterbox(image, size) -> (image_lb, r, (pad_x, pad_y))
 """

@@ -18,6 +18,10 @@ Training: shuffled each epoch, Ultralytics augmentation (mosaic off for the last
 `total_epochs` epochs), last partial batch dropped. Evaluation: dataset order, letterbox only,
 padded last batch. A batch is a pure function of (seed, epoch, batch index): identical for any
 number of workers. Images with more than M objects keep their first M; the count is logged.
+
+Multi-process runs: with `rows`, a pipeline builds only those rows of each batch (the process's
+part of the global batch; B stays the global batch size, and so do the order and the number of
+batches), so the processes read disjoint images and every row is what one process would make.
 """
 
 import collections
@@ -78,9 +82,11 @@ class BatchMaker:
         train: bool,
         cfg: ml_collections.ConfigDict,
         cache_ram: bool,
+        rows: range | None = None,
     ):
         self.reader = reader_lib.open_split(name, data_dir, split)
         self.batch_size, self.train, self.cfg, self.cache_ram = batch_size, train, cfg, cache_ram
+        self.rows = range(batch_size) if rows is None else rows
         self._cache = {}
 
     def __len__(self):
@@ -105,9 +111,9 @@ class BatchMaker:
         return np.random.default_rng([seed, epoch]).permutation(len(self))
 
     def make(self, seed: int, epoch: int, batch_index: int, use_mosaic: bool) -> tuple[dict, int]:
-        """-> (batch with uint8 images, number of objects dropped beyond max_instances)."""
+        """-> (`rows` of the batch, uint8 images; number of objects dropped beyond max_instances)."""
         order = self.order(seed, epoch)
-        positions = range(batch_index * self.batch_size, (batch_index + 1) * self.batch_size)
+        positions = [batch_index * self.batch_size + row for row in self.rows]
         rows, dropped = [], 0
         for position in positions:
             if position >= len(order):
@@ -198,7 +204,8 @@ def _make_in_worker(task):
 class InputPipeline:
     """Epoch iterator over a split; `num_workers` > 0 uses a pool of spawned processes (kept across epochs).
 
-    data_config: `config.data`, with every field of `default_data_config`.
+    data_config: `config.data`, with every field of `default_data_config`. rows: the rows of each
+    batch to build (default all; a multi-process run's share, see the module docstring).
     """
 
     def __init__(
@@ -210,6 +217,7 @@ class InputPipeline:
         seed: int = 0,
         total_epochs: int | None = None,
         num_workers: int | None = None,
+        rows: range | None = None,
     ):
         self.cfg = data_config
         self.seed, self.train, self.total_epochs, self.batch_size = seed, train, total_epochs, batch_size
@@ -222,6 +230,7 @@ class InputPipeline:
             train,
             data_config,
             data_config.cache_ram,
+            rows,
         )
         self._maker = BatchMaker(*self._maker_args)
         num_images = len(self._maker)

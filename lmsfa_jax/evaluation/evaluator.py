@@ -9,6 +9,11 @@ predict.py and training's periodic validation).
 `reader` is any sequence of dataset examples (`lmsfa_jax.data.reader.SplitReader`) with a
 `class_names` attribute. Images are letterboxed to image_size x image_size; the last batch is
 padded with blank images so that nothing recompiles.
+
+In a multi-process run each process predicts a contiguous share of the split's batches, on its own
+devices (no collective per batch, so uneven shares cannot stall), then the processes exchange their
+results and ground truth, and every process scores the whole split: the same numbers as one
+process, each image counted once (the same batches, hence the same predictions, in the same order).
 """
 import functools
 import time
@@ -18,6 +23,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
+from lmsfa_jax import distributed
 from lmsfa_jax.data import transforms
 from lmsfa_jax.evaluation import coco
 from lmsfa_jax.evaluation import postprocess as pp
@@ -69,8 +75,8 @@ def detections_to_original(detections, index, prepared, image_size):
             "classes": np.asarray(detections.classes[index, :count]), "masks": masks}
 
 
-def _batches(n, batch_size):
-    return [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
+def _batches(indices, batch_size):
+    return [list(indices[i:i + batch_size]) for i in range(0, len(indices), batch_size)]
 
 
 def eval_apply_fn(model) -> Callable:
@@ -86,8 +92,9 @@ def postprocess_settings(config) -> dict:
 
 def run_split(apply_fn, variables, reader, *, image_size, batch_size, on_image=None, progress=True,
               conf_threshold=pp.CONF_THRESHOLD, iou_threshold=pp.IOU_THRESHOLD, max_det=pp.MAX_DET,
-              multi_label=True, retina_masks=False):
-    """Predicts every example of `reader` -> (results, ground-truth examples, timings in ms/image).
+              multi_label=True, retina_masks=False, indices=None):
+    """Predicts the examples `indices` (default all) of `reader` -> (results, ground-truth examples,
+    timings in ms/image).
 
     on_image(example, instances) is called per image with the original-pixel instances (for
     overlays). Timings: preprocess (decode + letterbox), inference (model), postprocess (device
@@ -98,10 +105,11 @@ def run_split(apply_fn, variables, reader, *, image_size, batch_size, on_image=N
                                  max_det=max_det, multi_label=multi_label, retina_masks=retina_masks)
     results, examples = [], []
     seconds = {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
-    batches = _batches(len(reader), batch_size)
-    for number, indices in enumerate(tqdm(batches, desc="evaluate", disable=not progress)):
+    indices = range(len(reader)) if indices is None else indices
+    batches = _batches(indices, batch_size)
+    for number, batch_indices in enumerate(tqdm(batches, desc="evaluate", disable=not progress)):
         t0 = time.perf_counter()
-        batch_examples = [reader[i] for i in indices]
+        batch_examples = [reader[i] for i in batch_indices]
         prepared = [prepare_image(ex["image"], image_size) for ex in batch_examples]
         images = np.zeros((batch_size, image_size, image_size, 3), np.float32)
         images[:len(prepared)] = [p.image for p in prepared]
@@ -122,15 +130,39 @@ def run_split(apply_fn, variables, reader, *, image_size, batch_size, on_image=N
         t3 = time.perf_counter()
         for key, dt in zip(seconds, (t1 - t0, t2 - t_infer, t3 - t2)):
             seconds[key] += dt
-    timings = {key: 1000 * s / max(len(reader), 1) for key, s in seconds.items()}
+    timings = {key: 1000 * s / max(len(indices), 1) for key, s in seconds.items()}
     return results, examples, timings
 
 
-def evaluate_split(apply_fn, variables, reader, *, image_size, batch_size, **kwargs):
-    """`run_split` then `coco.evaluate` -> EvalReport; metrics gain "speed_ms_per_image"."""
+def evaluate_split(apply_fn, variables, reader, *, image_size, batch_size, progress=True, **kwargs):
+    """`run_split` then `coco.evaluate` -> EvalReport; metrics gain "speed_ms_per_image".
+
+    Multi-process: every process must call it (with its own copy of `variables`); each predicts its
+    share of the batches (the first share is process 0's, so `on_image` sees the first images
+    there) and gets the report of the whole split."""
+    batches = distributed.shard_range(-(-len(reader) // batch_size))
+    indices = range(batches.start * batch_size, min(batches.stop * batch_size, len(reader)))
     results, examples, timings = run_split(apply_fn, variables, reader, image_size=image_size,
-                                           batch_size=batch_size, **kwargs)
+                                           batch_size=batch_size, indices=indices,
+                                           progress=progress and distributed.is_main(), **kwargs)
     ground_truth = coco.coco_ground_truth(examples, reader.class_names)
+    results, ground_truth, timings = _gather(results, ground_truth, timings, len(indices))
     metrics, curves = coco.evaluate(ground_truth, results, reader.class_names)
     metrics["speed_ms_per_image"] = timings
     return EvalReport(metrics, curves, results, ground_truth)
+
+
+def _gather(results, ground_truth, timings, num_images):
+    """Every process's results and ground truth, in process (= image) order, and the mean timings
+    per image; the inputs themselves in a single-process run."""
+    shares = distributed.gather_json([results, ground_truth, timings, num_images])
+    if len(shares) == 1:
+        return results, ground_truth, timings
+    annotations = [a for _, gt, _, _ in shares for a in gt["annotations"]]
+    for number, annotation in enumerate(annotations):  # numbered 1.. as by one process
+        annotation["id"] = number + 1
+    ground_truth = {"images": [i for _, gt, _, _ in shares for i in gt["images"]],
+                    "annotations": annotations, "categories": ground_truth["categories"]}
+    total = max(sum(n for *_, n in shares), 1)
+    timings = {key: sum(t[key] * n for _, _, t, n in shares) / total for key in timings}
+    return [r for rs, *_ in shares for r in rs], ground_truth, timings

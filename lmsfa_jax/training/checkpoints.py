@@ -13,6 +13,11 @@ A checkpoint that cannot be read back (a truncated array file, a missing `_METAD
 `DamagedCheckpointError` naming its directory, in one line. Resuming (`restore_latest`) falls back
 to the newest intact checkpoint, says so and moves the damaged ones to
 `<workdir>/checkpoints_damaged/`.
+
+Multi-process runs: every process calls `save` and `restore_latest` (all take part; process 0 writes
+the metadata and moves damaged checkpoints), on one shared directory. The state is replicated, so a
+run resumes whatever the number of processes and devices that saved it; `restore_variables` (and
+`load_item`) give every process its own copy whatever the topology that saved the checkpoint.
 """
 import json
 import pathlib
@@ -24,6 +29,7 @@ from absl import logging as absl_logging
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
+from lmsfa_jax import distributed
 from lmsfa_jax.errors import InputError, first_line
 
 VAL_PREFIX = "val/"                       # validation metrics in an epoch record
@@ -113,15 +119,18 @@ class Checkpointer:
         return None
 
     def _set_aside(self, damaged: list, intact_step: int) -> None:
-        """Moves the damaged checkpoints out of the way of new ones, saying so on stderr."""
-        for error in damaged:
-            target = self.directory.parent / DAMAGED_DIR / error.step_dir.name
-            while target.exists():
-                target = target.with_name(target.name + "_")
-            target.parent.mkdir(exist_ok=True)
-            shutil.move(error.step_dir, target)
-            print(f"warning: {error}; moved it to {target}", file=sys.stderr)
-        print(f"warning: resuming from step {intact_step}, the newest intact checkpoint", file=sys.stderr)
+        """Moves the damaged checkpoints out of the way of new ones, saying so on stderr (process 0;
+        the others wait for it)."""
+        if distributed.is_main():
+            for error in damaged:
+                target = self.directory.parent / DAMAGED_DIR / error.step_dir.name
+                while target.exists():
+                    target = target.with_name(target.name + "_")
+                target.parent.mkdir(exist_ok=True)
+                shutil.move(error.step_dir, target)
+                print(f"warning: {error}; moved it to {target}", file=sys.stderr)
+            print(f"warning: resuming from step {intact_step}, the newest intact checkpoint", file=sys.stderr)
+        distributed.barrier("damaged checkpoints set aside")
         self._manager.reload()
 
     def best_step(self):
@@ -188,9 +197,18 @@ def restore_variables(path, checkpoint: str = "best") -> dict:
     """
     directory, step = _locate(path, checkpoint)
     step_dir = directory / str(step)
-    restored = _restoring(step_dir, ("ema",),
-                          lambda: ocp.StandardCheckpointer().restore((step_dir / "ema").absolute()))
+    restored = _restoring(step_dir, ("ema",), lambda: load_item(step_dir / "ema"))
     return {"params": restored["params"], "batch_stats": restored.get("batch_stats", {})}
+
+
+def load_item(path):
+    """A saved item (`<step>/ema`, `<step>/state`) as arrays on this process's first device, whatever
+    the devices and processes that saved it."""
+    path = pathlib.Path(path).expanduser().absolute()
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
+                          ocp.StandardCheckpointHandler().metadata(path))
+    return ocp.StandardCheckpointer().restore(path, target)
 
 
 def _restoring(step_dir: pathlib.Path, items, restore):

@@ -12,6 +12,10 @@ training_curves.png at the end. Re-running the same command resumes from the lat
 The config's values are checked before anything starts (`config_checks`). A step with a NaN/inf
 loss or gradients is skipped (`step`); `config.max_consecutive_nonfinite` of them in a row stop
 the run with `NonFiniteTrainingError`, the checkpoints holding the last good state.
+
+Multi-process runs (`lmsfa_jax.distributed`): every process runs this loop on its rows of each
+global batch; all take part in the checkpoints and validation; process 0 alone prints and writes
+metrics, TensorBoard files, plots and config.json. The workdir must be one shared directory.
 """
 import pathlib
 import sys
@@ -22,6 +26,7 @@ import jax.numpy as jnp
 from flax import traverse_util
 from tqdm import tqdm
 
+from lmsfa_jax import distributed
 from lmsfa_jax import weights as weights_lib
 from lmsfa_jax.data import pipeline as pipeline_lib
 from lmsfa_jax.data import reader as reader_lib
@@ -108,7 +113,7 @@ def record_class_names(config, class_names) -> None:
                          f"{config.data.name!r} has {len(names)} classes {list(names)}; set "
                          f"--config.model.num_classes={len(names)}")
     if config.model.num_classes > len(names):
-        print(f"warning: config.model.num_classes={config.model.num_classes} but dataset "
+        distributed.print_main(f"warning: config.model.num_classes={config.model.num_classes} but dataset "
               f"{config.data.name!r} has {len(names)} classes {list(names)}: the model's other "
               f"{config.model.num_classes - len(names)} class outputs are only ever trained as "
               f"background (set --config.model.num_classes={len(names)} unless that is intended)",
@@ -116,17 +121,19 @@ def record_class_names(config, class_names) -> None:
     config.data.class_names = names
 
 
-def _initial_state(config, model, tx, checkpointer) -> tuple[TrainState, int]:
-    """-> (state, epochs completed): the latest checkpoint's, else a new state (with init_from)."""
+def _initial_state(config, model, tx, checkpointer, mesh) -> tuple[TrainState, int]:
+    """-> (state replicated over `mesh`, epochs completed): the latest checkpoint's, else a new state
+    (with init_from)."""
     variables = init_variables(model, config.seed)
     if checkpointer.latest_step() is None and config.init_from:
         variables, report = load_initial_weights(variables, config.init_from)
-        print(f"init_from {config.init_from}:\n{report}")
-    state = create_train_state(variables, tx)
+        distributed.print_main(f"init_from {config.init_from}:\n{report}")
+    state = step_lib.replicate(create_train_state(variables, tx), mesh)
     resumed = checkpointer.restore_latest(state)
     if resumed is None:
         return state, 0
-    print(f"resuming from {checkpointer.directory} after epoch {resumed[1]}, step {int(resumed[0].step)}")
+    distributed.print_main(f"resuming from {checkpointer.directory} after epoch {resumed[1]}, "
+                           f"step {int(resumed[0].step)}")
     return resumed
 
 
@@ -136,16 +143,18 @@ def train_and_evaluate(config, workdir) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     config = config.copy_and_resolve_references()
     config_checks.check_config(config)
-    synthetic.prepare_data_config(config, workdir)
+    distributed.main_first("synthetic data", lambda: synthetic.prepare_data_config(config, workdir))
 
     mesh = step_lib.make_mesh()
     if config.batch_size % mesh.devices.size or config.eval.batch_size % mesh.devices.size:
         raise InputError(f"config.batch_size={config.batch_size} and config.eval.batch_size="
                          f"{config.eval.batch_size} must be multiples of the {mesh.devices.size} devices")
     train_data = pipeline_lib.InputPipeline(config.data, config.data.train_split, config.batch_size,
-                                            train=True, seed=config.seed, total_epochs=config.epochs)
+                                            train=True, seed=config.seed, total_epochs=config.epochs,
+                                            rows=step_lib.process_rows(mesh, config.batch_size))
     record_class_names(config, train_data.class_names)
-    checkpoints_lib.write_config(config, workdir)
+    if distributed.is_main():
+        checkpoints_lib.write_config(config, workdir)
     steps_per_epoch = len(train_data)
     validating = config.eval.every_epochs > 0
     val_reader = reader_lib.open_split(config.data.name, config.data.data_dir, config.data.val_split) \
@@ -156,11 +165,10 @@ def train_and_evaluate(config, workdir) -> dict:
     schedule = optimizer_lib.Schedule.from_config(config, steps_per_epoch)
     checkpointer = checkpoints_lib.Checkpointer(workdir, config.checkpoint.keep_latest,
                                                 config.checkpoint.async_save)
-    state, start_epoch = _initial_state(config, model, tx, checkpointer)
-    state = step_lib.replicate(state, mesh)
+    state, start_epoch = _initial_state(config, model, tx, checkpointer, mesh)
     train_step = step_lib.make_train_step(model, tx, schedule, config, mesh)
     apply_fn = evaluator_lib.eval_apply_fn(model)
-    writer = metric_writers.MetricWriter(workdir, resume_epoch=start_epoch)
+    writer = metric_writers.MetricWriter(workdir, resume_epoch=start_epoch, enabled=distributed.is_main())
     guard = _NonFiniteGuard(config.max_consecutive_nonfinite, checkpointer)
 
     record = {}
@@ -169,10 +177,12 @@ def train_and_evaluate(config, workdir) -> dict:
             state, record = _train_epoch(state, train_step, train_data, mesh, epoch, config, guard)
             last = epoch + 1 == config.epochs
             if validating and ((epoch + 1) % config.eval.every_epochs == 0 or last):
-                metrics, overlays = validate(apply_fn, state.ema_variables(), config, val_reader, VAL_OVERLAYS)
+                metrics, overlays = validate(apply_fn, distributed.local_copy(state.ema_variables()),
+                                             config, val_reader, VAL_OVERLAYS if writer.enabled else 0)
                 record.update(metrics)
                 writer.write_images(epoch + 1, overlays)
-                print("  " + "  ".join(f"{k[4:]} {v:.3f}" for k, v in metrics.items() if "mAP" in k))
+                distributed.print_main("  " + "  ".join(f"{k[4:]} {v:.3f}" for k, v in metrics.items()
+                                                        if "mAP" in k))
             writer.write_epoch(record)
             if (epoch + 1) % config.checkpoint.every_epochs == 0 or last:
                 checkpointer.save(state, epoch + 1, record)
@@ -181,11 +191,12 @@ def train_and_evaluate(config, workdir) -> dict:
         writer.close()
         checkpointer.wait()
         checkpointer.close()
-    if writer.path.is_file():
+    if writer.enabled and writer.path.is_file():
         plots.plot_training_curves(writer.path, workdir / "training_curves.png")
     best = checkpointer.best_step() if validating else None
-    print(f"results in {workdir}: metrics.jsonl, tensorboard/, training_curves.png, config.json, "
-          f"checkpoints/ (latest step {checkpointer.latest_step()}" + (f", best step {best})" if best else ")"))
+    distributed.print_main(f"results in {workdir}: metrics.jsonl, tensorboard/, training_curves.png, "
+                           f"config.json, checkpoints/ (latest step {checkpointer.latest_step()}"
+                           + (f", best step {best})" if best else ")"))
     return record
 
 
@@ -217,7 +228,7 @@ def _train_epoch(state, train_step, data, mesh, epoch: int, config, guard: _NonF
     sums, count, timed_steps, t_start = None, 0, 0, None
     first_step, previous = int(state.step), None
     bar = tqdm(data.epoch(epoch), total=len(data), desc=f"epoch {epoch + 1}/{config.epochs}",
-               dynamic_ncols=True)
+               dynamic_ncols=True, disable=not distributed.is_main())
     for batch in bar:
         state, metrics = train_step(state, step_lib.shard_batch(batch, mesh))
         if previous is not None:  # one step late, so that the device is never left idle

@@ -5,9 +5,11 @@ A step whose loss, gradients or new batch statistics hold a NaN or inf changes n
 counter: no accumulation, no optimiser or EMA update, the old batch statistics; its metrics say
 'skipped' (the training loop stops after `config.max_consecutive_nonfinite` of them in a row).
 
-The global batch is sharded along its first axis over the mesh axis 'data' (all local devices);
-the state is replicated. `jax.jit` partitions the computation, so the loss and gradients are
-those of the whole batch whatever the number of devices. The state argument is donated.
+The global batch is sharded along its first axis over the mesh axis 'data' (all devices of all
+processes); the state is replicated. Each process holds the rows `process_rows` of every global
+batch (all of them in a single-process run). `jax.jit` partitions the computation, so the loss and
+gradients are those of the whole batch whatever the number of devices and processes. The state
+argument is donated.
 """
 import functools
 from typing import Callable
@@ -27,20 +29,36 @@ TRAIN_KEYS = ("images", "boxes", "labels", "valid", "masks")
 
 
 def make_mesh(devices=None) -> Mesh:
-    """A 1-D mesh with axis 'data' over `devices` (default: all local devices)."""
-    return Mesh(np.asarray(devices if devices is not None else jax.local_devices()), (DATA_AXIS,))
+    """A 1-D mesh with axis 'data' over `devices` (default: every process's, process by process)."""
+    if devices is None:
+        devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
+    return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def process_rows(mesh: Mesh, batch_size: int) -> range:
+    """The rows of each global batch that this process's devices hold: the part it builds."""
+    spans = sorted((s.start or 0, batch_size if s.stop is None else s.stop) for (s,) in
+                   NamedSharding(mesh, PartitionSpec(DATA_AXIS)).addressable_devices_indices_map(
+                       (batch_size,)).values())
+    if any(a[1] != b[0] for a, b in zip(spans, spans[1:])):
+        raise ValueError(f"this process's devices hold rows {spans} of the batch, not one block")
+    return range(spans[0][0], spans[-1][1])
 
 
 def shard_batch(batch: dict, mesh: Mesh) -> dict:
-    """Puts the training arrays of a host batch on the mesh, split along the batch axis."""
-    n = mesh.devices.size
+    """The training arrays of this process's rows of a global batch (`process_rows`) as global
+    arrays on the mesh, split along the batch axis."""
+    n = len(mesh.local_devices)
     if batch["images"].shape[0] % n:
         raise ValueError(f"batch size {batch['images'].shape[0]} is not divisible by the {n} devices")
-    return jax.device_put({k: batch[k] for k in TRAIN_KEYS}, NamedSharding(mesh, PartitionSpec(DATA_AXIS)))
+    sharding = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+    return {k: jax.make_array_from_process_local_data(sharding, batch[k]) for k in TRAIN_KEYS}
 
 
 def replicate(tree, mesh: Mesh):
-    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+    """`tree` (the same on every process) as global arrays replicated over the mesh."""
+    sharding = NamedSharding(mesh, PartitionSpec())
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), tree)
 
 
 SKIP, ACCUMULATE, UPDATE = 0, 1, 2  # what an iteration does with its gradients (`apply_gradients`)
