@@ -52,8 +52,9 @@ def save_and_die(self, state, epoch, record=None):
 checkpoints.Checkpointer.save = save_and_die
 """
 
-# The killed run starts with the single-process run, but builds its train step only once that one
-# has compiled it (and put it in the cache; two compilations side by side take longer than one).
+# The single-process run compiles its train step (and puts it in the cache), then marks; the
+# two-process runs build theirs only after the mark, to load it from the cache (on two cores, two
+# compilations of one program side by side take twice as long as one).
 MARK_COMPILED = """
 import pathlib
 from lmsfa_jax.training import step
@@ -206,27 +207,28 @@ def _validation(record: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """The runs and their logs, at most three processes at a time (each holds a few GiB).
-    'one': one process trains, then evaluates itself. Side by side, 'killed': two processes, process
-    1 SIGKILLed after the first checkpoint (its train step from the cache, once 'one' has compiled
-    it). Then 'two': an uninterrupted two-process run that starts from a checkpoint of the initial
-    state written by one process (this one). Last, 'killed' re-launched: it resumes, then evaluates
-    run 'one' with two processes."""
+    """The runs and their logs. All start at once (each process holds a few GiB): 'one', one process
+    (two devices) trains, then evaluates itself; 'two', an uninterrupted two-process run that starts
+    from a checkpoint of the initial state written by one process (this one); 'killed', two
+    processes, process 1 SIGKILLed after the first checkpoint. The two-process runs load their train
+    step from the cache once 'one' has compiled it. Last, 'killed' re-launched: it resumes, then
+    evaluates run 'one' with two processes."""
     base = tmp_path_factory.mktemp("multihost")
     one, two, killed = base / "one", base / "two", base / "killed"
+    initial = _initial_state(run_config(two))
+    seed = checkpoints.Checkpointer(two)
+    seed.save(initial, epoch=0)
+    seed.wait()
+    seed.close()
     with contextlib.ExitStack() as stack:
         launch = lambda name, commands: stack.enter_context(_launch(base / f"logs_{name}", commands))  # noqa: E731
         marker = str(base / "compiled")
+        gate = AFTER_MARK.format(marker=marker)
         single = launch("one", [_program(_train(one), _evaluate(one, one / "eval_one_process"),
                                          before=MARK_COMPILED.format(marker=marker))])
-        gate = AFTER_MARK.format(marker=marker)
+        uninterrupted = launch("two", [_program(_train(two), before=gate)] * 2)
         doomed = launch("killed", [_program(_train(killed), before=gate),
                                    _program(_train(killed), before=gate + DIE_AFTER_FIRST_CHECKPOINT)])
-        initial = _initial_state(run_config(two))
-        seed = checkpoints.Checkpointer(two)
-        seed.save(initial, epoch=0)
-        seed.wait()
-        seed.close()
         survivor, victim = doomed.procs
         victim.wait(timeout=900)
         killed_at = time.monotonic()
@@ -234,7 +236,7 @@ def runs(tmp_path_factory):
         killed_run = {"codes": [p.returncode for p in doomed.procs], "logs": doomed.texts(),
                       "waited": time.monotonic() - killed_at,
                       "steps": _saved_steps(killed)}
-        logs_two = launch("two", [_program(_train(two))] * 2).wait(timeout=600)
+        logs_two = uninterrupted.wait(timeout=600)
         single.wait(timeout=600)
         logs_resumed = launch("resumed", [_program(_train(killed), _evaluate(one, one / "eval_two_processes",
                                                                              "--save_vis=2"))] * 2).wait(timeout=600)

@@ -29,14 +29,17 @@ class TrainState:
 
 def create_train_state(variables, tx: optax.GradientTransformation) -> TrainState:
     """A fresh state at step 0 from model variables {'params', 'batch_stats'}; the EMA starts equal
-    to the model (as Ultralytics' ModelEMA deep copy). The state holds `variables`' own buffers,
-    which the (donating) train step then consumes: pass copies to keep using `variables`."""
-    params, batch_stats = variables["params"], variables.get("batch_stats", {})
-    copy = lambda tree: jax.tree.map(jnp.array, tree)  # noqa: E731  (separate buffers: the step donates)
-    return TrainState(
-        step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats, opt_state=tx.init(params),
-        grad_accum=jax.tree.map(jnp.zeros_like, params), last_update_step=jnp.full((), -1, jnp.int32),
-        ema_params=copy(params), ema_batch_stats=copy(batch_stats), ema_updates=jnp.zeros((), jnp.int32))
+    to the model (as Ultralytics' ModelEMA deep copy). Built by one jitted program (not one small
+    compilation per leaf shape, which cost seconds at every start), so every leaf is a new buffer:
+    the (donating) train step consumes the state, and `variables` stay usable."""
+    def fresh(params, batch_stats):
+        copy = lambda tree: jax.tree.map(lambda x: x + 0, tree)  # noqa: E731  (jit returns an input as is)
+        params, batch_stats = copy(params), copy(batch_stats)
+        return TrainState(
+            step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats, opt_state=tx.init(params),
+            grad_accum=jax.tree.map(jnp.zeros_like, params), last_update_step=jnp.full((), -1, jnp.int32),
+            ema_params=copy(params), ema_batch_stats=copy(batch_stats), ema_updates=jnp.zeros((), jnp.int32))
+    return jax.jit(fresh)(variables["params"], variables.get("batch_stats", {}))
 
 
 def ema_decay(updates, decay: float, tau: float):
