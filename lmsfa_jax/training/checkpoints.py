@@ -40,8 +40,17 @@ DAMAGED_DIR = "checkpoints_damaged"       # where resuming moves checkpoints it 
 # Replicated arrays are written whole by one replica. Orbax's default, replica-parallel writing,
 # splits each array between its replicas with eager slices, one compilation per leaf shape and
 # device: 8 s of the first save of a two-device run, to share out a state of a few MB.
-ocp.type_handlers.register_type_handler(
-    jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True)
+def _register_whole_array_writer() -> None:
+    verbosity = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.ERROR)  # orbax warns that it overrides its default
+    try:
+        ocp.type_handlers.register_type_handler(
+            jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True)
+    finally:
+        absl_logging.set_verbosity(verbosity)
+
+
+_register_whole_array_writer()
 
 
 class DamagedCheckpointError(InputError):
