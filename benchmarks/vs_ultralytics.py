@@ -85,8 +85,7 @@ class Ours:
         self.batch = step_lib.shard_batch(batch, mesh)
         tx = optimizer_lib.make_optimizer(config)
         schedule = optimizer_lib.Schedule.from_config(config, steps_per_epoch=100)
-        # The step donates its state: give it its own copy of the variables.
-        self.state = step_lib.replicate(state_lib.create_train_state(jax.tree.map(jnp.copy, variables), tx), mesh)
+        self.state = step_lib.replicate(state_lib.create_train_state(variables, tx), mesh)  # new buffers
         self.compile_s = {}
         start = time.perf_counter()
         self.step_fn = step_lib.make_train_step(self.model, tx, schedule, config, mesh).lower(

@@ -16,7 +16,7 @@ SCRIPT = textwrap.dedent('''
     sys.path.insert(0, "tests")
     import shared_run
     shared_run.share_across_layouts()
-    import jax, jax.numpy as jnp, numpy as np
+    import jax, numpy as np
     from lmsfa_jax.data import pipeline, synthetic
     from lmsfa_jax.model import init_variables, model_from_config
     from lmsfa_jax.training import optimizer, state as state_lib, step as step_lib
@@ -31,12 +31,12 @@ SCRIPT = textwrap.dedent('''
 
     model = model_from_config(config)
     tx = optimizer.make_optimizer(config)
-    variables = jax.device_get(init_variables(model, config.seed))  # host copies: the step donates its state
+    variables = jax.device_get(init_variables(model, config.seed))
     schedule = optimizer.Schedule.from_config(config, steps_per_epoch=len(data))
     out = {}
     for n in (1, 2):
         mesh = step_lib.make_mesh(jax.devices()[:n])
-        state = step_lib.replicate(state_lib.create_train_state(jax.tree.map(jnp.array, variables), tx), mesh)
+        state = step_lib.replicate(state_lib.create_train_state(variables, tx), mesh)
         train_step = step_lib.make_train_step(model, tx, schedule, config, mesh)
         sharded = step_lib.shard_batch(batch, mesh)
         assert len(sharded["images"].sharding.device_set) == n

@@ -113,11 +113,12 @@ def record_class_names(config, class_names) -> None:
                          f"{config.data.name!r} has {len(names)} classes {list(names)}; set "
                          f"--config.model.num_classes={len(names)}")
     if config.model.num_classes > len(names):
-        distributed.print_main(f"warning: config.model.num_classes={config.model.num_classes} but dataset "
-              f"{config.data.name!r} has {len(names)} classes {list(names)}: the model's other "
-              f"{config.model.num_classes - len(names)} class outputs are only ever trained as "
-              f"background (set --config.model.num_classes={len(names)} unless that is intended)",
-              file=sys.stderr)
+        distributed.print_main(
+            f"warning: config.model.num_classes={config.model.num_classes} but dataset "
+            f"{config.data.name!r} has {len(names)} classes {list(names)}: the model's other "
+            f"{config.model.num_classes - len(names)} class outputs are only ever trained as "
+            f"background (set --config.model.num_classes={len(names)} unless that is intended)",
+            file=sys.stderr)
     config.data.class_names = names
 
 
