@@ -115,10 +115,16 @@ def test_golden_deploy_output(golden, golden_variables, golden_input):
 
 @pytest.mark.parametrize("k", [1, 3, 5])
 def test_depthwise_impls_agree(k):
+    """Outputs and both gradients ('shift' has its own backward pass)."""
     x = jax.random.normal(jax.random.key(0), (2, 9, 7, 6))
     kernel = jax.random.normal(jax.random.key(1), (k, k, 1, 6))
-    np.testing.assert_allclose(depthwise_conv2d(x, kernel, "shift"), depthwise_conv2d(x, kernel, "lax"),
-                               rtol=1e-5, atol=1e-5)
+    dy = jax.random.normal(jax.random.key(2), (2, 9, 7, 6))
+    y_shift, vjp_shift = jax.vjp(lambda x, w: depthwise_conv2d(x, w, "shift"), x, kernel)
+    y_lax, vjp_lax = jax.vjp(lambda x, w: depthwise_conv2d(x, w, "lax"), x, kernel)
+    np.testing.assert_allclose(y_shift, y_lax, rtol=1e-5, atol=1e-5)
+    for g_shift, g_lax in zip(vjp_shift(dy), vjp_lax(dy)):
+        assert g_shift.shape == g_lax.shape
+        np.testing.assert_allclose(g_shift, g_lax, rtol=1e-5, atol=1e-5 * float(np.abs(g_lax).max()))
     with pytest.raises(ValueError, match="depthwise_impl must be one of"):
         depthwise_conv2d(x, kernel, "fft")
 
