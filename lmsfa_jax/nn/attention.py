@@ -6,7 +6,6 @@ import jax
 import jax.numpy as jnp
 
 from lmsfa_jax.nn.conv import GN_EPS, TORCH_CONV_INIT, conv2d
-from lmsfa_jax.nn.conv_ops import conv_general_dilated
 
 EMA_GROUPS = 8
 
@@ -16,8 +15,8 @@ def grouped_conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
     by the G groups -> (B, H, W, G, c'), run as a plain conv over the B·G images of c channels."""
     b, h, w, g, c = x.shape
     images = x.transpose(0, 3, 1, 2, 4).reshape(b * g, h, w, c)
-    y = conv_general_dilated(images, kernel, (1, 1), ((1, 1), (1, 1)),
-                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    y = jax.lax.conv_general_dilated(images, kernel, (1, 1), ((1, 1), (1, 1)),
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
     return y.reshape(b, g, h, w, -1).transpose(0, 2, 3, 1, 4)
 
 
