@@ -70,15 +70,22 @@ def _weight_grad_as_products(lhs, rhs) -> bool:
     more in and out over 8·32² pixels or more (0.3× at 160², 0.5× at 80², 0.9× at 32²). Smaller
     convs, such as EMA's 2-16-channel ones, are 1.2-2× faster left to XLA."""
     return (jax.default_backend() == "cpu" and min(rhs.shape[2:]) >= _MIN_CHANNELS
-            and lhs.shape[0] * lhs.shape[1] * lhs.shape[2] >= _MIN_PIXELS)
+            and _pixels(lhs) >= _MIN_PIXELS)
 
 
 def _stride2_input_grad_here(lhs) -> bool:
     """Where `stride2_input_grad` beats XLA:CPU's (fwd+bwd at batch 8): even sizes, 8·64² input pixels or
     more (0.37× for 16 -> 32 channels at 320², 0.48× for 32 -> 64 at 160², 0.5-1.0× at 80², 1.05-1.13×
     at 40², where XLA keeps it)."""
-    return (jax.default_backend() == "cpu" and lhs.shape[1] % 2 == 0 and lhs.shape[2] % 2 == 0
-            and lhs.shape[0] * lhs.shape[1] * lhs.shape[2] >= _MIN_STRIDE2_PIXELS)
+    return (jax.default_backend() == "cpu" and _pixels(lhs) >= _MIN_STRIDE2_PIXELS
+            and lhs.shape[1] % 2 == 0 and lhs.shape[2] % 2 == 0)
+
+
+def _pixels(lhs) -> int:
+    """B·H·W of a (B, H, W, C) input; 0 when a size is symbolic (shape-polymorphic export), which
+    keeps XLA's convolution (export has no backward pass)."""
+    sizes = lhs.shape[:3]
+    return sizes[0] * sizes[1] * sizes[2] if all(isinstance(d, int) for d in sizes) else 0
 
 
 def stride2_input_grad(dy: jax.Array, kernel: jax.Array, x_shape) -> jax.Array:
