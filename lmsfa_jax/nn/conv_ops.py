@@ -34,12 +34,17 @@ def _channels_last(dimension_numbers, ndim: int) -> bool:
             and dn.rhs_spec == (ndim - 1, ndim - 2, *range(ndim - 2)))
 
 
-def _is_pointwise(rhs, window_strides, padding, lhs_dilation, rhs_dilation, feature_group_count) -> bool:
+def _plain(lhs, dimension_numbers, lhs_dilation, rhs_dilation, feature_group_count, batch_group_count) -> bool:
+    """A channels-last, ungrouped, undilated convolution: the kind this module computes its own way."""
+    return (feature_group_count == 1 and batch_group_count == 1
+            and all(d == 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))
+            and _channels_last(dimension_numbers, lhs.ndim))
+
+
+def _is_pointwise(rhs, window_strides, padding) -> bool:
     ones = (1,) * (rhs.ndim - 2)
     return (tuple(rhs.shape[:-2]) == ones and tuple(window_strides) == ones
-            and (padding in ("SAME", "VALID") or all(tuple(p) == (0, 0) for p in padding))
-            and tuple(lhs_dilation or ones) == ones and tuple(rhs_dilation or ones) == ones
-            and feature_group_count == 1)
+            and (padding in ("SAME", "VALID") or all(tuple(p) == (0, 0) for p in padding)))
 
 
 def pointwise_conv(x: jax.Array, kernel: jax.Array, precision=None, preferred_element_type=None) -> jax.Array:
@@ -54,13 +59,11 @@ def pointwise_conv(x: jax.Array, kernel: jax.Array, precision=None, preferred_el
     return y.reshape(*x.shape[:-1], c_out)
 
 
-def _3x3_stride(rhs, window_strides, padding, lhs_dilation, rhs_dilation, feature_group_count) -> int:
-    """The stride s of a 3×3, padding-1, undilated, ungrouped convolution with strides (s, s); else 0."""
+def _3x3_stride(rhs, window_strides, padding) -> int:
+    """The stride s of a 2-D 3×3, padding-1 convolution with strides (s, s); else 0."""
     strides = tuple(window_strides)
     if (rhs.ndim == 4 and tuple(rhs.shape[:2]) == (3, 3) and len(set(strides)) == 1
-            and not isinstance(padding, str) and all(tuple(p) == (1, 1) for p in padding)
-            and tuple(lhs_dilation or (1, 1)) == (1, 1) and tuple(rhs_dilation or (1, 1)) == (1, 1)
-            and feature_group_count == 1):
+            and not isinstance(padding, str) and all(tuple(p) == (1, 1) for p in padding)):
         return strides[0]
     return 0
 
@@ -177,13 +180,12 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
                          precision=None, preferred_element_type=None):
     """`lax.conv_general_dilated` with channels-last 1×1 convolutions done as matmuls and, on CPU,
     large padding-1 3×3 ones at stride 1 or 2 as `conv3x3`."""
-    if (batch_group_count == 1 and _channels_last(dimension_numbers, lhs.ndim)
-            and _is_pointwise(rhs, window_strides, padding, lhs_dilation, rhs_dilation, feature_group_count)):
-        return pointwise_conv(lhs, rhs, precision, preferred_element_type)
-    stride = (_3x3_stride(rhs, window_strides, padding, lhs_dilation, rhs_dilation, feature_group_count)
-              if batch_group_count == 1 and _channels_last(dimension_numbers, lhs.ndim) else 0)
-    if (stride == 1 and _weight_grad_as_products(lhs, rhs)) or (stride == 2 and _stride2_input_grad_here(lhs)):
-        return conv3x3(lhs, rhs, stride, precision, preferred_element_type)
+    if _plain(lhs, dimension_numbers, lhs_dilation, rhs_dilation, feature_group_count, batch_group_count):
+        if _is_pointwise(rhs, window_strides, padding):
+            return pointwise_conv(lhs, rhs, precision, preferred_element_type)
+        stride = _3x3_stride(rhs, window_strides, padding)
+        if (stride == 1 and _weight_grad_as_products(lhs, rhs)) or (stride == 2 and _stride2_input_grad_here(lhs)):
+            return conv3x3(lhs, rhs, stride, precision, preferred_element_type)
     return lax.conv_general_dilated(
         lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
         dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
