@@ -4,7 +4,6 @@ import json
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 from flax import traverse_util
 
@@ -30,7 +29,7 @@ def _records(workdir):
 
 
 def _saved_state(workdir, step):
-    return ocp.StandardCheckpointer().restore((workdir / "checkpoints" / str(step) / "state").absolute())
+    return checkpoints.load_item(workdir / "checkpoints" / str(step) / "state")
 
 
 @pytest.fixture(scope="module")
