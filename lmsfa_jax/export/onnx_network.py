@@ -173,17 +173,20 @@ def tfe(g: Graph, xs) -> Feature:
 
 
 def ssff(g: Graph, xs, params: Mapping) -> Feature:
-    """`SSFF` (deploy): 1×1 convs to a common width, nearest-resized to P3; the 1×1×1 Conv3d (BN
-    folded) and LeakyReLU on each depth slice, then the max over depth."""
+    """`SSFF` (deploy): 1×1 convs to a common width; the 1×1×1 Conv3d (BN folded) and LeakyReLU on
+    each depth slice at its own resolution, nearest-resized to P3, then the max over depth."""
     p3, p4, p5 = xs
     if "conv0" in params:
         p3 = conv(g, p3, params["conv0"]["conv"])
-    p4 = upsample_nearest(g, conv(g, p4, params["conv1"]["conv"]), p3.h, p3.w)
-    p5 = upsample_nearest(g, conv(g, p5, params["conv2"]["conv"]), p3.h, p3.w)
+    levels = [p3, conv(g, p4, params["conv1"]["conv"]), conv(g, p5, params["conv2"]["conv"])]
     kernel3d = params["conv3d"]["kernel"]
     pointwise = {"kernel": _array(kernel3d).reshape(1, *kernel3d.shape[-3:]), "bias": params["conv3d"]["bias"]}
-    slices = [g.op("LeakyRelu", conv(g, p, pointwise, act=False).name, alpha=LEAKY_SLOPE) for p in (p3, p4, p5)]
-    return p3._replace(name=g.op("Max", *slices), c=pointwise["kernel"].shape[-1])
+    slices = []
+    for level in levels:
+        y = conv(g, level, pointwise, act=False)
+        y = y._replace(name=g.op("LeakyRelu", y.name, alpha=LEAKY_SLOPE))
+        slices.append(y if (y.h, y.w) == (p3.h, p3.w) else upsample_nearest(g, y, p3.h, p3.w))
+    return slices[0]._replace(name=g.op("Max", *(y.name for y in slices)))
 
 
 def conv_transpose_2x2(g: Graph, x: Feature, params: Mapping) -> Feature:
