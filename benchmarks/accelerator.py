@@ -23,7 +23,7 @@ from absl import flags
 
 import train_step
 from lmsfa_jax import LMSFA, cli, reparameterize
-from lmsfa_jax.model import init_variables
+from lmsfa_jax.model import init_variables, jit_inference
 
 
 def define_flags(flag_values):
@@ -63,7 +63,7 @@ def train_report(size: int, batch: int, dtype: str, steps: int) -> dict:
 def deploy_report(size: int, batch_sizes: list[int], runs: int) -> list[dict]:
     """Median latency of the re-parameterised float32 model per batch size (one device)."""
     variables = jax.jit(reparameterize)(init_variables(LMSFA(num_classes=4)))
-    apply = jax.jit(LMSFA(num_classes=4, deploy=True).apply)
+    apply = jit_inference(LMSFA(num_classes=4, deploy=True).apply)
     rows = []
     for b in batch_sizes:
         images = jax.random.uniform(jax.random.key(b), (b, size, size, 3))

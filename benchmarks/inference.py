@@ -29,7 +29,7 @@ import numpy as np
 from absl import flags
 
 from lmsfa_jax import LMSFA, cli, reparameterize
-from lmsfa_jax.model import init_variables
+from lmsfa_jax.model import init_variables, jit_inference
 
 SINGLE_THREAD_XLA_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
@@ -66,7 +66,7 @@ def exported_forms(size: int, end_to_end: bool, threads: int) -> dict:
     specs = {"": signature.ExportSpec(4, "n", (size, size))}
     if end_to_end:
         specs[" e2e"] = specs[""]._replace(postprocess=settings)
-    deploy = jax.jit(model.apply)
+    deploy = jit_inference(model.apply)
     forms = {"jax deploy": lambda images: deploy(variables, images)}
     has_onnx = importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnx")
     if not has_onnx:
@@ -155,7 +155,7 @@ def main(argv=None):
     for impl in args.impls:
         forms, compile_s = {}, {}
         for form, deploy, v in (("train", False, variables), ("deploy", True, deploy_variables)):
-            fn = jax.jit(LMSFA(num_classes=4, deploy=deploy, depthwise_impl=impl).apply)  # once per shape
+            fn = jit_inference(LMSFA(num_classes=4, deploy=deploy, depthwise_impl=impl).apply)  # once per shape
             compile_s[form] = seconds(fn, v, one)
             forms[form] = (fn, v)
         b1 = compare(forms, one, args.runs)

@@ -33,7 +33,7 @@ import xla_profile
 from lmsfa_jax import cli, reparameterize
 from lmsfa_jax.errors import InputError
 from lmsfa_jax.losses import segmentation_loss
-from lmsfa_jax.model import init_variables, model_from_config
+from lmsfa_jax.model import init_variables, jit_inference, model_from_config
 from lmsfa_jax.training import config as config_lib
 from lmsfa_jax.training import optimizer as optimizer_lib
 from lmsfa_jax.training import state as state_lib
@@ -223,7 +223,7 @@ def compare_inference(size: int, runs: int, torch, ultralytics_modules) -> None:
     model = model_from_config(config, deploy=True)
     variables = jax.jit(reparameterize)(init_variables(model_from_config(config), 0))
     image = batches.random_batch(1, size, 1, 1)["images"]
-    apply = jax.jit(model.apply).lower(variables, image).compile()
+    apply = jit_inference(model.apply).lower(variables, image).compile()
     theirs = Theirs({"images": image, "valid": np.zeros((1, 0), bool), "boxes": np.zeros((1, 0, 4)),
                      "labels": np.zeros((1, 0)), "masks": np.zeros((1, 0, size // 4, size // 4))},
                     torch, ultralytics_modules)

@@ -187,6 +187,29 @@ class LMSFA(nn.Module):
 
 INIT_IMAGE_SHAPE = (1, 64, 64, 3)   # variable shapes do not depend on the image size
 
+# XLA:CPU hands matrix products to YNNPACK by default. That makes the train step 1.8x faster (batch
+# 8 at 128 px), but a forward pass alone slower: deploy inference at 640 px took 0.87x (batch 8) and
+# 0.91-0.93x (batch 1) the time without it, measured side by side.
+_CPU_INFERENCE_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+
+@functools.lru_cache(maxsize=None)
+def _inference_options() -> dict:
+    """_CPU_INFERENCE_OPTIONS on a CPU whose XLA knows them (older ones do not), else none."""
+    if jax.default_backend() != "cpu":
+        return {}
+    try:
+        jax.jit(jnp.negative).lower(jnp.zeros(())).compile(compiler_options=_CPU_INFERENCE_OPTIONS)
+    except Exception:  # pylint: disable=broad-except  (an XLA without the option: compile as usual)
+        return {}
+    return _CPU_INFERENCE_OPTIONS
+
+
+def jit_inference(fn):
+    """`jax.jit(fn)` for a forward pass that is not differentiated (evaluation, prediction, exported
+    or benchmarked inference), with the compiler options that make it fastest here."""
+    return jax.jit(fn, compiler_options=_inference_options() or None)
+
 
 @functools.lru_cache(maxsize=None)
 def _jitted_init(model: LMSFA):

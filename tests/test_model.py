@@ -4,7 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmsfa_jax.model import LMSFA, init_variables
+from lmsfa_jax import model as model_lib
+from lmsfa_jax.model import LMSFA, init_variables, jit_inference
 from lmsfa_jax.summary import count_params, summarize
 
 REFERENCE_PARAMS = 1_829_623 - 16   # the reference's total minus the fixed DFL projection
@@ -93,3 +94,16 @@ def test_other_scales_build():
         assert shapes["params"]["model_0"]["conv"]["kernel"].shape == (3, 3, 3, c_out)
     with pytest.raises(ValueError, match="scale must be one of"):
         LMSFA(scale="q").init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
+
+
+def test_jit_inference_compiles_without_ynnpack_fusions_on_cpu():
+    def forward(w, x):
+        return jnp.tanh(x @ w).sum(axis=0)
+    w, x = jnp.linspace(-1, 1, 64 * 32).reshape(64, 32), jnp.linspace(0, 1, 256 * 64).reshape(256, 64)
+    np.testing.assert_allclose(jit_inference(forward)(w, x), jax.jit(forward)(w, x), rtol=1e-5, atol=1e-5)
+    text = jit_inference(forward).lower(w, x).compile().as_text()
+    if model_lib._inference_options():   # an XLA:CPU that has the option (and YNNPACK)
+        assert "ynn_fusion" in jax.jit(forward).lower(w, x).compile().as_text()
+        assert "ynn_fusion" not in text
+    else:
+        assert jax.default_backend() != "cpu" or "ynn_fusion" not in jax.jit(forward).lower(w, x).compile().as_text()

@@ -27,6 +27,7 @@ from lmsfa_jax import distributed
 from lmsfa_jax.data import transforms
 from lmsfa_jax.evaluation import coco
 from lmsfa_jax.evaluation import postprocess as pp
+from lmsfa_jax.model import jit_inference
 
 
 class Prepared(NamedTuple):
@@ -58,7 +59,7 @@ def make_predictor(apply_fn: Callable[[Any, jax.Array], tuple], **postprocess_kw
     post(decoded, protos) -> `postprocess.Detections`. Kept separate so each can be timed.
     Cached per (apply_fn, settings), so periodic validation reuses the compiled functions.
     """
-    infer = jax.jit(apply_fn)
+    infer = jit_inference(apply_fn)
     post = jax.jit(functools.partial(pp.postprocess, **postprocess_kwargs))
     return infer, post
 

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 from lmsfa_jax.errors import InputError
 from lmsfa_jax.export.signature import DYNAMIC_BATCH, ExportSpec
+from lmsfa_jax.model import jit_inference
 
 PLATFORMS = ("cpu", "cuda", "tpu")
 
@@ -36,4 +37,4 @@ def load_stablehlo(path) -> Callable:
         raise FileNotFoundError(f"model file not found: {path}") from None
     except Exception as e:  # flatbuffer / version errors come in many types
         raise InputError(f"{path}: not a serialized StableHLO export ({type(e).__name__}: {e})") from None
-    return jax.jit(exported.call)
+    return jit_inference(exported.call)
