@@ -187,28 +187,32 @@ class LMSFA(nn.Module):
 
 INIT_IMAGE_SHAPE = (1, 64, 64, 3)   # variable shapes do not depend on the image size
 
-# XLA:CPU hands matrix products to YNNPACK by default. That makes the train step 1.8x faster (batch
-# 8 at 128 px), but a forward pass alone slower: deploy inference at 640 px took 0.87x (batch 8) and
-# 0.91-0.93x (batch 1) the time without it, measured side by side.
-_CPU_INFERENCE_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+# XLA:CPU hands two kinds of fusion to YNNPACK by default: matrix products (with their
+# element-wise neighbours) and reductions. Measured side by side on the 2-core CPU machine: deploy
+# inference at 640 px without either takes 0.87x (batch 8) and 0.91-0.95x (batch 1) the time; the
+# train step with the reductions only takes 0.96x at 640 px and 1.0x at 128 px (without them, 1.5x).
+_CPU_YNN_FUSIONS = {"inference": "", "training": "LIBRARY_FUSION_TYPE_REDUCE"}
 
 
 @functools.lru_cache(maxsize=None)
-def _inference_options() -> dict:
-    """_CPU_INFERENCE_OPTIONS on a CPU whose XLA knows them (older ones do not), else none."""
+def cpu_compiler_options(purpose: str) -> dict:
+    """XLA compiler options for a computation that is 'inference' (a forward pass only) or
+    'training' (differentiated): the YNNPACK fusions that run it fastest on this machine's CPU.
+    Empty off the CPU, or for an XLA that lacks the option."""
+    options = {"xla_cpu_experimental_ynn_fusion_type": _CPU_YNN_FUSIONS[purpose]}
     if jax.default_backend() != "cpu":
         return {}
     try:
-        jax.jit(jnp.negative).lower(jnp.zeros(())).compile(compiler_options=_CPU_INFERENCE_OPTIONS)
+        jax.jit(jnp.negative).lower(jnp.zeros(())).compile(compiler_options=options)
     except Exception:  # pylint: disable=broad-except  (an XLA without the option: compile as usual)
         return {}
-    return _CPU_INFERENCE_OPTIONS
+    return options
 
 
 def jit_inference(fn):
     """`jax.jit(fn)` for a forward pass that is not differentiated (evaluation, prediction, exported
     or benchmarked inference), with the compiler options that make it fastest here."""
-    return jax.jit(fn, compiler_options=_inference_options() or None)
+    return jax.jit(fn, compiler_options=cpu_compiler_options("inference") or None)
 
 
 @functools.lru_cache(maxsize=None)

@@ -102,7 +102,7 @@ def test_jit_inference_compiles_without_ynnpack_fusions_on_cpu():
     w, x = jnp.linspace(-1, 1, 64 * 32).reshape(64, 32), jnp.linspace(0, 1, 256 * 64).reshape(256, 64)
     np.testing.assert_allclose(jit_inference(forward)(w, x), jax.jit(forward)(w, x), rtol=1e-5, atol=1e-5)
     text = jit_inference(forward).lower(w, x).compile().as_text()
-    if model_lib._inference_options():   # an XLA:CPU that has the option (and YNNPACK)
+    if model_lib.cpu_compiler_options("inference"):   # an XLA:CPU that has the option (and YNNPACK)
         assert "ynn_fusion" in jax.jit(forward).lower(w, x).compile().as_text()
         assert "ynn_fusion" not in text
     else:

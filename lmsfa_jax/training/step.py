@@ -21,6 +21,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from lmsfa_jax.losses import segmentation_loss
+from lmsfa_jax.model import cpu_compiler_options
 from lmsfa_jax.training import optimizer as optimizer_lib
 from lmsfa_jax.training.state import TrainState, ema_decay
 
@@ -148,4 +149,5 @@ def make_train_step(model, tx, schedule, config, mesh: Mesh) -> Callable:
         ema={"decay": config.ema.decay, "tau": config.ema.tau})
     replicated = NamedSharding(mesh, PartitionSpec())
     return jax.jit(step, in_shardings=(replicated, NamedSharding(mesh, PartitionSpec(DATA_AXIS))),
-                   out_shardings=(replicated, replicated), donate_argnums=0)
+                   out_shardings=(replicated, replicated), donate_argnums=0,
+                   compiler_options=cpu_compiler_options("training") or None)
