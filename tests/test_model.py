@@ -67,6 +67,25 @@ def test_batchnorm_running_stats_use_momentum_0_97(model_and_variables):
                                rtol=1e-5, atol=1e-6)
 
 
+def test_ssff_batchnorm3d_uses_its_stack_statistics_and_pytorch_momentum_0_1(model_and_variables):
+    """SSFF runs its Conv3d on P4 and P5 before upsampling them; its BatchNorm3d statistics must
+    still be those of the upsampled (B, 3, H3, W3, C) stack, and it keeps PyTorch's momentum 0.1."""
+    model, variables = model_and_variables
+    images = jax.random.uniform(jax.random.key(4), (2, 64, 64, 3))
+    _, updates = jax.jit(lambda v, x: model.apply(
+        v, x, train=True, mutable=["batch_stats"],
+        capture_intermediates=lambda m, _: m.path == ("model_24", "conv3d")))(variables, images)
+    slices = [np.asarray(y, np.float64) for y in updates["intermediates"]["model_24"]["conv3d"]["__call__"][0]]
+    size = slices[0].shape[1]
+    assert [y.shape[1] for y in slices] == [size, size // 2, size // 4]
+    stack = np.stack([np.repeat(np.repeat(y, size // y.shape[1], 1), size // y.shape[2], 2) for y in slices], 1)
+    old, new = variables["batch_stats"]["model_24"]["bn"], updates["batch_stats"]["model_24"]["bn"]
+    np.testing.assert_allclose(new["mean"], 0.9 * np.asarray(old["mean"]) + 0.1 * stack.mean(axis=(0, 1, 2, 3)),
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(new["var"], 0.9 * np.asarray(old["var"]) + 0.1 * stack.var(axis=(0, 1, 2, 3)),
+                               rtol=1e-5, atol=1e-6)
+
+
 def test_head_uses_groupnorm_not_batchnorm(model_and_variables):
     _, variables = model_and_variables
     head = "model_26"

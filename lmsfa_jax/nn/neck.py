@@ -7,10 +7,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmsfa_jax.nn.conv import BN_MOMENTUM, TORCH_CONV_INIT, Conv
+from lmsfa_jax.nn.conv import TORCH_CONV_INIT, Conv
 from lmsfa_jax.nn.conv_ops import pointwise_conv
 
-SSFF_BN_EPS = 1e-5  # ScalSeq's BatchNorm3d keeps PyTorch's default eps.
+# ScalSeq's BatchNorm3d keeps PyTorch's defaults (the reference sets eps 1e-3 and momentum 0.03 on
+# BatchNorm2d layers only): eps 1e-5 and momentum 0.1, i.e. Flax momentum 0.9.
+SSFF_BN_EPS = 1e-5
+SSFF_BN_MOMENTUM = 0.9
 
 
 def _adaptive_bins(n_in: int, n_out: int):
@@ -90,7 +93,7 @@ class SSFF(nn.Module):
             levels = [nearest_resize(x, size) for x in levels]   # a fractional factor: resize first
         ys = PointwiseConv3d(self.features, self.dtype, name="conv3d")(levels)
         if not self.deploy:
-            ys = _SliceBatchNorm(train, SSFF_BN_EPS, self.dtype, name="bn")(ys)
+            ys = _SliceBatchNorm(train, SSFF_BN_EPS, SSFF_BN_MOMENTUM, self.dtype, name="bn")(ys)
         return functools.reduce(jnp.maximum, [nearest_resize(nn.leaky_relu(y, 0.1), size) for y in ys])
 
 
@@ -113,12 +116,13 @@ class PointwiseConv3d(nn.Module):
 
 
 class _SliceBatchNorm(nn.Module):
-    """Flax's nn.BatchNorm (exact variance; momentum as `BatchNorm`'s) over the depth slices `ys`
+    """Flax's nn.BatchNorm (exact variance, Flax `momentum`) over the depth slices `ys`
     [(B, H_i, W_i, C)] of a BatchNorm3d input, some not yet upsampled: the statistics of the stack
     of upsampled slices are the means of the slices' own. Variables as nn.BatchNorm's: params
     scale/bias, batch_stats mean/var."""
     train: bool
     eps: float
+    momentum: float
     dtype: Any = None
 
     @nn.compact
@@ -133,8 +137,8 @@ class _SliceBatchNorm(nn.Module):
             mean = sum(y.mean(axis=(0, 1, 2)) for y in f32) / len(f32)
             var = sum(jnp.square(y - mean).mean(axis=(0, 1, 2)) for y in f32) / len(f32)
             if not self.is_initializing():
-                ra_mean.value = BN_MOMENTUM * ra_mean.value + (1 - BN_MOMENTUM) * mean
-                ra_var.value = BN_MOMENTUM * ra_var.value + (1 - BN_MOMENTUM) * var
+                ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
+                ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
         else:
             mean, var = ra_mean.value, ra_var.value
         mul = jax.lax.rsqrt(var + self.eps) * scale
