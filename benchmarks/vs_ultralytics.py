@@ -103,7 +103,7 @@ class Ours:
             feats, coef, protos = self._outputs(params)
             return sum(jnp.sum(f ** 2) for f in feats) + jnp.sum(coef ** 2) + jnp.sum(protos ** 2)
 
-        training = cpu_compiler_options("training") or None   # as the train step compiles
+        training = cpu_compiler_options("training")   # as the train step compiles
         start = time.perf_counter()
         self.model_fb = jax.jit(jax.grad(sum_of_squares), compiler_options=training).lower(self.params).compile()
         self.compile_s["model fwd+bwd"] = time.perf_counter() - start

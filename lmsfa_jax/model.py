@@ -212,7 +212,7 @@ def cpu_compiler_options(purpose: str) -> dict:
 def jit_inference(fn):
     """`jax.jit(fn)` for a forward pass that is not differentiated (evaluation, prediction, exported
     or benchmarked inference), with the compiler options that make it fastest here."""
-    return jax.jit(fn, compiler_options=cpu_compiler_options("inference") or None)
+    return jax.jit(fn, compiler_options=cpu_compiler_options("inference"))
 
 
 @functools.lru_cache(maxsize=None)

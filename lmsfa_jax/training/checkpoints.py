@@ -36,9 +36,8 @@ import jax
 import numpy as np
 from absl import logging as absl_logging
 import orbax.checkpoint as ocp
-from orbax.checkpoint import checkpoint_managers
-
 from flax import traverse_util
+from orbax.checkpoint import checkpoint_managers
 
 from lmsfa_jax import distributed
 from lmsfa_jax.errors import InputError, first_line
@@ -259,29 +258,22 @@ def load_item(path) -> dict:
     return ocp.StandardCheckpointer().restore(path, target)
 
 
-def _key_name(entry) -> str:
-    """A key-path entry as text: a dict key, a dataclass field, a sequence position."""
-    for attribute in ("key", "name", "idx"):
-        if hasattr(entry, attribute):
-            return str(getattr(entry, attribute))
-    return str(entry)
-
-
-def _leaf_layout(tree) -> list:
-    """[[key path as names], dtype name, shape] for each leaf of `tree`, in tree order."""
-    return [[[_key_name(k) for k in keys], np.dtype(leaf.dtype).name, list(np.shape(leaf))]
-            for keys, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]]
+def _leaf_layout(keyed_leaves) -> list:
+    """[[key path as names], dtype name, shape] for each (key path, leaf) of a flattened tree."""
+    return [[[jax.tree_util.keystr((k,), simple=True) for k in keys], np.dtype(leaf.dtype).name,
+             list(np.shape(leaf))] for keys, leaf in keyed_leaves]
 
 
 def _flatten(tree) -> tuple[dict, list]:
     """A pytree of (replicated) arrays -> (flat, layout). flat: {dtype name: 1-D numpy array}, the
     leaves of that dtype raveled and concatenated in tree order (new host memory, so a train step
-    may donate the state's buffers while it is written); layout: `_leaf_layout(tree)`."""
-    leaves = [np.asarray(leaf) for leaf in jax.tree.leaves(distributed.local_copy(tree))]
+    may donate the state's buffers while it is written); layout: `_leaf_layout` of the tree."""
+    keyed = jax.tree_util.tree_flatten_with_path(distributed.local_copy(tree))[0]
     groups = {}
-    for leaf in leaves:
+    for _, leaf in keyed:
+        leaf = np.asarray(leaf)
         groups.setdefault(leaf.dtype.name, []).append(leaf.ravel())
-    return {name: np.concatenate(parts) for name, parts in groups.items()}, _leaf_layout(tree)
+    return {name: np.concatenate(parts) for name, parts in groups.items()}, _leaf_layout(keyed)
 
 
 def _unflatten_leaves(flat: dict, layout: list) -> list:
@@ -307,19 +299,17 @@ def _into_template(flat: dict, layout: list, template):
     """The pytree `_flatten(template-like tree)` packed, with `template`'s structure and shardings;
     a checkpoint of another structure (a changed model or optimiser) is a ValueError naming the
     first leaf that differs."""
-    expected = _leaf_layout(template)
+    keyed, treedef = jax.tree_util.tree_flatten_with_path(template)
+    expected = _leaf_layout(keyed)
     if layout != expected:
         first = next((i for i, (a, b) in enumerate(zip(layout, expected)) if a != b),
                      min(len(layout), len(expected)))
-        found = "/".join(layout[first][0]) if first < len(layout) else "nothing"
-        wanted = "/".join(expected[first][0]) if first < len(expected) else "nothing"
-        raise ValueError(f"it holds another state than this run's: leaf {first} is {found} "
-                         f"{tuple(layout[first][2]) if first < len(layout) else ''}, the run expects "
-                         f"{wanted} {tuple(expected[first][2]) if first < len(expected) else ''}")
-    leaves = _unflatten_leaves(flat, layout)
-    shardings = [leaf.sharding for leaf in jax.tree.leaves(template)]
-    return jax.tree.unflatten(jax.tree.structure(template), [
-        jax.make_array_from_process_local_data(sharding, leaf) for sharding, leaf in zip(shardings, leaves)])
+        describe = lambda entries: (f"{'/'.join(entries[first][0])} {tuple(entries[first][2])}"  # noqa: E731
+                                    if first < len(entries) else "nothing")
+        raise ValueError(f"it holds another state than this run's: leaf {first} is {describe(layout)}, "
+                         f"the run expects {describe(expected)}")
+    return jax.tree.unflatten(treedef, [jax.make_array_from_process_local_data(leaf.sharding, value)
+                                        for (_, leaf), value in zip(keyed, _unflatten_leaves(flat, layout))])
 
 
 def _restoring(step_dir: pathlib.Path, items, restore):

@@ -150,4 +150,4 @@ def make_train_step(model, tx, schedule, config, mesh: Mesh) -> Callable:
     replicated = NamedSharding(mesh, PartitionSpec())
     return jax.jit(step, in_shardings=(replicated, NamedSharding(mesh, PartitionSpec(DATA_AXIS))),
                    out_shardings=(replicated, replicated), donate_argnums=0,
-                   compiler_options=cpu_compiler_options("training") or None)
+                   compiler_options=cpu_compiler_options("training"))
