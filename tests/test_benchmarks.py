@@ -1,5 +1,5 @@
-"""The benchmarks run: the accelerator check at a tiny size on CPU, the XLA op profile of a small
-program, and the Ultralytics comparison's message when its extra is missing."""
+"""The benchmarks run: the accelerator check at a tiny size on CPU, the checkpoint save timing, the
+XLA op profile of a small program, and the Ultralytics comparison's message when its extra is missing."""
 import importlib.util
 import json
 import pathlib
@@ -14,6 +14,7 @@ BENCHMARKS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
 import accelerator  # noqa: E402
+import checkpoint  # noqa: E402
 import xla_profile  # noqa: E402
 
 
@@ -28,6 +29,13 @@ def test_accelerator_check_reports_every_figure(tmp_path):
     assert [r["batch"] for r in report["deploy"]] == [1, 2]
     assert all(r["latency_ms"] > 0 for r in report["deploy"])
     assert report["backend"] == "cpu" and report["peak_memory_mb"] is None  # CPU reports no peak
+
+
+def test_checkpoint_benchmark_times_both_formats(tmp_path):
+    results = checkpoint.main(["--saves=1", f"--workdir={tmp_path / 'scratch'}"])
+    assert sorted(results) == ["flat (one array per dtype)", "one array per leaf"]
+    assert all(wall > 0 and cpu > 0 for wall, cpu in results.values())
+    assert not (tmp_path / "scratch").exists() or not any((tmp_path / "scratch").iterdir())
 
 
 def test_xla_profile_attributes_op_time_to_the_code():
