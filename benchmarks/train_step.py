@@ -9,7 +9,7 @@ import jax
 import numpy as np
 from absl import flags
 
-from lmsfa_jax import cli
+from lmsfa_jax import cli, host_memory
 from lmsfa_jax.data import augment, synthetic
 from lmsfa_jax.model import init_variables, model_from_config
 from lmsfa_jax.training import config as config_lib
@@ -65,7 +65,8 @@ def define_flags(flag_values):
 
 def main(argv=None):
     args = cli.parse(argv, __doc__, define_flags, uses_jax=False)  # no cache: compile times are real
-    print(f"devices: {jax.devices()}  dtype: {args.dtype}")
+    print(f"devices: {jax.devices()}  dtype: {args.dtype}  huge pages for large host buffers: "
+          f"{'on' if host_memory.huge_pages_enabled() else 'off'}")
     for size in map(int, args.sizes):
         compiled, state, batch, compile_s = compiled_step(size, args.batch, args.dtype)
         seconds, _, metrics = time_steps(compiled, state, batch, args.steps)
@@ -74,4 +75,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(main, huge_pages=True)

@@ -30,7 +30,7 @@ from absl import flags
 
 import batches
 import xla_profile
-from lmsfa_jax import cli, reparameterize
+from lmsfa_jax import cli, host_memory, reparameterize
 from lmsfa_jax.errors import InputError
 from lmsfa_jax.losses import segmentation_loss
 from lmsfa_jax.model import cpu_compiler_options, init_variables, jit_inference, model_from_config
@@ -268,7 +268,8 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     import ultralytics  # pylint: disable=g-import-not-at-top
     print(f"JAX {jax.__version__} ({jax.default_backend()}, {jax.device_count()} device(s)); "
-          f"PyTorch {torch.__version__} ({torch.get_num_threads()} threads); Ultralytics {ultralytics.__version__}")
+          f"PyTorch {torch.__version__} ({torch.get_num_threads()} threads); Ultralytics {ultralytics.__version__}; "
+          f"huge pages for large host buffers: {'on' if host_memory.huge_pages_enabled() else 'off'} (both)")
     modules = (SegmentationModel, v8SegmentationLoss)
     for size in args.sizes:
         compare_size(size, args, torch, modules)
@@ -277,4 +278,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(main, huge_pages=True)

@@ -27,6 +27,9 @@ and a console script `lmsfa-<command>` (`train.py` and `evaluate.py` at the top 
 `--num_processes N`, `--process_id I` and `--distributed_timeout SECONDS`; `parse` connects the
 processes before JAX starts.
 
+`train` and the training benchmarks first re-execute themselves once so that XLA:CPU's large
+buffers get transparent huge pages (`lmsfa_jax.host_memory`; `cli.run(main, huge_pages=True)`).
+
 Flags are parsed into a fresh `FlagValues` on every call, so `main(argv)` can be called repeatedly
 (tests do). `cli.run` prints a user error (`UsageError`, `InputError`, a missing file) as one
 line, `error: ...`, and exits with status 1.
@@ -39,7 +42,7 @@ from absl import flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from lmsfa_jax import config_file
+from lmsfa_jax import config_file, host_memory
 from lmsfa_jax.errors import InputError
 
 NO_CONFIG, CONFIG_REQUIRED, RUN_CONFIG, OPTIONAL_CONFIG = None, "required", "run", "optional"
@@ -133,17 +136,22 @@ def _define_distributed_flags(flag_values: flags.FlagValues) -> None:
                          lower_bound=1, flag_values=flag_values)
 
 
-def run(main: Callable) -> None:
-    """Runs `main(sys.argv[1:])`; a user error is printed as one line and exits with status 1."""
+def run(main: Callable, huge_pages: bool = False) -> None:
+    """Runs `main(sys.argv[1:])`; a user error is printed as one line and exits with status 1.
+
+    `huge_pages` (commands that train): first re-executes the process so that XLA:CPU's large
+    buffers get transparent huge pages (`host_memory.reexec_with_huge_pages`)."""
+    if huge_pages:
+        host_memory.reexec_with_huge_pages()
     try:
         main(sys.argv[1:])
     except USER_ERRORS as e:
         sys.exit(f"error: {e}")
 
 
-def entry_point(main: Callable) -> Callable[[], None]:
-    """The zero-argument function a console script (`lmsfa-<command>`) calls: `run(main)`."""
-    return lambda: run(main)
+def entry_point(main: Callable, huge_pages: bool = False) -> Callable[[], None]:
+    """The zero-argument function a console script (`lmsfa-<command>`) calls: `run(main, huge_pages)`."""
+    return lambda: run(main, huge_pages)
 
 
 def _help(doc: str, flag_values: flags.FlagValues, config) -> str:

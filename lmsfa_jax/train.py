@@ -19,7 +19,7 @@ def main(argv=None) -> dict:
     return train_and_evaluate(args.config, args.workdir)
 
 
-cli_main = cli.entry_point(main)
+cli_main = cli.entry_point(main, huge_pages=True)
 
 if __name__ == "__main__":
     cli_main()
