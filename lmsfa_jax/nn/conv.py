@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from lmsfa_jax.nn.conv_ops import conv_general_dilated
+from lmsfa_jax.nn.norm import BatchNormAct, GroupNormSiLU
 
 BN_EPS = 1e-3
 BN_MOMENTUM = 0.97  # Flax convention: running = momentum * running + (1 - momentum) * batch.
@@ -22,12 +23,10 @@ DEPTHWISE_IMPLS = ("auto", "lax", "shift")
 TORCH_CONV_INIT = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
 
 
-def BatchNorm(train: bool, eps: float = BN_EPS, dtype: Any = None, name: str | None = None):
-    """BatchNorm over the last axis with the reference's eps and momentum."""
-    return nn.BatchNorm(
-        use_running_average=not train, momentum=BN_MOMENTUM, epsilon=eps,
-        use_fast_variance=False, dtype=dtype, name=name,
-    )
+def BatchNorm(train: bool, silu: bool = False, eps: float = BN_EPS, dtype: Any = None,
+              name: str | None = None) -> BatchNormAct:
+    """BatchNorm over the last axis with the reference's eps and momentum, then SiLU when `silu`."""
+    return BatchNormAct(train, silu, eps, BN_MOMENTUM, dtype, name=name)
 
 
 def resolve_depthwise_impl(impl: str) -> str:
@@ -140,7 +139,7 @@ class Conv(nn.Module):
         y = conv2d(self.features, self.kernel_size, self.stride, use_bias=self.deploy,
                    dtype=self.dtype, name="conv")(x)
         if not self.deploy:
-            y = BatchNorm(train, dtype=self.dtype, name="bn")(y)
+            return BatchNorm(train, silu=self.act, dtype=self.dtype, name="bn")(y)
         return nn.silu(y) if self.act else y
 
 
@@ -156,9 +155,7 @@ class ConvGN(nn.Module):
     @nn.compact
     def __call__(self, x):
         y = conv2d(self.features, self.kernel_size, dtype=self.dtype, name="conv")(x)
-        y = nn.GroupNorm(num_groups=GN_GROUPS, epsilon=GN_EPS, use_fast_variance=False,
-                         dtype=self.dtype, name="gn")(y)
-        return nn.silu(y)
+        return GroupNormSiLU(GN_GROUPS, GN_EPS, self.dtype, name="gn")(y)
 
 
 __all__ = ["BatchNorm", "Conv", "ConvGN", "DepthwiseConv", "conv2d", "depthwise_conv2d",
