@@ -278,4 +278,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    cli.run(main, huge_pages=True)
+    cli.run(main)

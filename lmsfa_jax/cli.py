@@ -27,7 +27,7 @@ and a console script `lmsfa-<command>` (`train.py` and `evaluate.py` at the top 
 `--num_processes N`, `--process_id I` and `--distributed_timeout SECONDS`; `parse` connects the
 processes before JAX starts.
 
-`train` and the training benchmarks first re-execute themselves once so that XLA:CPU's large
+`train` and `benchmarks/train_step.py` first re-execute themselves once so that XLA:CPU's large
 buffers get transparent huge pages (`lmsfa_jax.host_memory`; `cli.run(main, huge_pages=True)`).
 
 Flags are parsed into a fresh `FlagValues` on every call, so `main(argv)` can be called repeatedly
