@@ -92,6 +92,12 @@ def _norm_act_bwd(eps, groups, silu, residuals, cotangents):
 norm_act.defvjp(_norm_act_fwd, _norm_act_bwd)
 
 
+def _scale_and_bias(module: nn.Module, channels: int) -> tuple[jax.Array, jax.Array]:
+    """The per-channel params `scale` (ones) and `bias` (zeros), named as Flax's norms name them."""
+    return (module.param("scale", nn.initializers.ones_init(), (channels,)),
+            module.param("bias", nn.initializers.zeros_init(), (channels,)))
+
+
 def _silu_if(y, silu: bool):
     return y * jax.nn.sigmoid(y) if silu else y
 
@@ -112,8 +118,7 @@ class BatchNormAct(nn.Module):
     @nn.compact
     def __call__(self, x):
         c = x.shape[-1]
-        scale = self.param("scale", nn.initializers.ones_init(), (c,))
-        bias = self.param("bias", nn.initializers.zeros_init(), (c,))
+        scale, bias = _scale_and_bias(self, c)
         running_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
         running_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
         dtype = self.dtype or x.dtype
@@ -139,7 +144,6 @@ class GroupNormSiLU(nn.Module):
     @nn.compact
     def __call__(self, x):
         c = x.shape[-1]
-        scale = self.param("scale", nn.initializers.ones_init(), (c,))
-        bias = self.param("bias", nn.initializers.zeros_init(), (c,))
+        scale, bias = _scale_and_bias(self, c)
         out, _, _ = norm_act(x, scale, bias, self.epsilon, self.num_groups, True)
         return out.astype(self.dtype or x.dtype)
