@@ -40,22 +40,26 @@ def glibc_version() -> tuple[int, ...] | None:
         return None
 
 
+def _tunable_is_honoured() -> bool:
+    """Whether the tunable would change this process's large blocks: Linux, glibc 2.35+, THP 'madvise'."""
+    return (sys.platform.startswith("linux") and (glibc_version() or (0,)) >= _MIN_GLIBC
+            and thp_mode() == "madvise")
+
+
 def huge_pages_environment(environ: dict) -> dict | None:
     """`environ` with the huge-page tunable added, when setting it would change how this machine
     allocates; None when it would not (not glibc 2.35+ on Linux, THP mode not 'madvise', or the
     tunable already given either way)."""
     tunables = environ.get("GLIBC_TUNABLES", "")
-    if (not sys.platform.startswith("linux") or (glibc_version() or (0,)) < _MIN_GLIBC
-            or thp_mode() != "madvise" or HUGE_PAGES_TUNABLE in tunables):
+    if not _tunable_is_honoured() or HUGE_PAGES_TUNABLE in tunables:
         return None
     return {**environ, "GLIBC_TUNABLES": ":".join(filter(None, [tunables, f"{HUGE_PAGES_TUNABLE}=1"]))}
 
 
 def huge_pages_enabled() -> bool:
     """Whether large `malloc` blocks of this process get transparent huge pages."""
-    mode = thp_mode()
-    return mode == "always" or (mode == "madvise" and f"{HUGE_PAGES_TUNABLE}=1" in os.environ.get("GLIBC_TUNABLES", "")
-                                and (glibc_version() or (0,)) >= _MIN_GLIBC)
+    return thp_mode() == "always" or (_tunable_is_honoured()
+                                      and f"{HUGE_PAGES_TUNABLE}=1" in os.environ.get("GLIBC_TUNABLES", ""))
 
 
 def reexec_with_huge_pages() -> None:
