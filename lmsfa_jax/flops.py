@@ -12,7 +12,7 @@ from typing import Callable, Mapping
 import flax.linen as nn
 import jax
 
-from lmsfa_jax.nn.attention import GroupSharedConv3x3
+from lmsfa_jax.nn.attention import EMA
 from lmsfa_jax.nn.conv import DepthwiseConv
 from lmsfa_jax.nn.head import ConvTranspose2x2
 from lmsfa_jax.nn.neck import PointwiseConv3d
@@ -28,15 +28,15 @@ def conv_macs(module: nn.Module, inputs: jax.Array, outputs: jax.Array) -> int:
         return math.prod(outputs.shape) * module.kernel_size ** 2
     if isinstance(module, ConvTranspose2x2):
         return math.prod(inputs.shape) * module.features * 4
-    if isinstance(module, GroupSharedConv3x3):
-        return math.prod(outputs.shape) * 9 * inputs.shape[-1]
+    if isinstance(module, EMA):  # its 3×3 conv, cg -> cg in each group, counted as the reference runs it
+        return math.prod(outputs.shape) * 9 * (inputs.shape[-1] // module.groups)
     if isinstance(module, PointwiseConv3d):  # inputs: its depth slices, the first at full resolution
         # counted as the reference's Conv3d runs, on the stack of upsampled slices
         return len(inputs) * math.prod(inputs[0].shape) * module.features
     raise TypeError(f"not a convolution module: {type(module).__name__}")
 
 
-_CONV_TYPES = (nn.Conv, DepthwiseConv, ConvTranspose2x2, GroupSharedConv3x3, PointwiseConv3d)
+_CONV_TYPES = (nn.Conv, DepthwiseConv, ConvTranspose2x2, EMA, PointwiseConv3d)
 
 
 def conv_flops_by_layer(apply_fn: Callable, *args, **kwargs) -> Mapping[str, int]:

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 
 from lmsfa_jax.nn.conv_ops import conv_general_dilated
 from lmsfa_jax.nn.norm import BatchNormAct, GroupNormSiLU
+from lmsfa_jax.nn.xla_hints import materialised
 
 BN_EPS = 1e-3
 BN_MOMENTUM = 0.97  # Flax convention: running = momentum * running + (1 - momentum) * batch.
@@ -79,13 +80,12 @@ def _depthwise_by_shifts_fwd(x, kernel):
 
 def _depthwise_by_shifts_bwd(residuals, dy):
     """dx: the same shifted sum of dy with the kernel flipped; dkernel[i, j] = Σ xp-tap(i, j) · dy.
-    dy is materialised first (an optimisation barrier): XLA:CPU would otherwise fuse the whole
-    chain that produces it into each of the k² taps, computing it k² times (8 % of the model's
-    forward+backward at 640 px)."""
+    dy is `materialised` first: XLA:CPU would otherwise fuse the whole chain that produces it into
+    each of the k² taps, computing it k² times."""
     x, kernel = residuals
     k = kernel.shape[0]
     h, w = x.shape[1:3]
-    dy = jax.lax.optimization_barrier(dy)
+    dy = materialised(dy)
     dx = _shifted_sum(dy, kernel[::-1, ::-1])
     xp = _padded(x, k)
     dkernel = jnp.stack([jnp.sum(xp[:, i:i + h, j:j + w, :] * dy, axis=(0, 1, 2), dtype=jnp.float32)
