@@ -22,7 +22,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lmsfa_jax.nn.conv import GN_EPS, TORCH_CONV_INIT, conv2d
+from lmsfa_jax.nn.conv import GN_EPS, TORCH_CONV_INIT, conv2d, same_windows
+from lmsfa_jax.nn.norm import scale_and_bias
 from lmsfa_jax.nn.xla_hints import gradient_materialised, materialised, sum_hw
 
 EMA_GROUPS = 8
@@ -81,8 +82,7 @@ class SharedAffineParams(nn.Module):
 
     @nn.compact
     def __call__(self):
-        return (self.param("scale", nn.initializers.ones_init(), (self.features,)),
-                self.param("bias", nn.initializers.zeros_init(), (self.features,)))
+        return scale_and_bias(self, self.features)
 
 
 def _window_sums(x, row_sums, col_sums):
@@ -102,14 +102,6 @@ def _window_sums(x, row_sums, col_sums):
 
     return jnp.stack([jnp.stack([total - rows_left_out[i] - cols_left_out[j] + corner(i, j) for j in range(3)])
                       for i in range(3)])
-
-
-def _taps(t: jax.Array) -> list:
-    """The nine windows of a 'same' 3×3 conv over axes 1, 2 of t (B, H, W, ...), tap-major:
-    [tp[:, i:i+H, j:j+W] for i, j in 0..2], tp being t zero-padded by 1 on H and W."""
-    h, w = t.shape[1:3]
-    tp = jnp.pad(t, ((0, 0), (1, 1), (1, 1)) + ((0, 0),) * (t.ndim - 3))
-    return [tp[:, i:i + h, j:j + w] for i in range(3) for j in range(3)]
 
 
 def _channel_sum(t: jax.Array) -> jax.Array:
@@ -133,7 +125,7 @@ def _normalised(z, mean, inv):
 def _attention_map(x, zhat, kernel1, coef, offset):
     """m = conv3x3(x; kernel1 (3, 3, c) -> one channel) + Σ_c coef·ẑ + offset -> (B, H, W, G)."""
     weighted = coef[:, None, None] * zhat
-    for tap, k in zip(_taps(x), kernel1.reshape(9, -1)):
+    for tap, k in zip(same_windows(x, 3), kernel1.reshape(9, -1)):
         weighted = weighted + tap.astype(jnp.float32) * k
     return _channel_sum(weighted) + offset[:, None, None]
 
@@ -178,13 +170,13 @@ def _attend_bwd(residuals, d_out):
     d_gate_h = jnp.sum(dz * x32 * gate_w[:, None], axis=2)
     d_gate_w = jnp.sum(dz * x32 * gate_h[:, :, None], axis=1)
     dx = d_out * sig[..., None] + dz * gate_h[:, :, None] * gate_w[:, None]
-    for tap, k in zip(_taps(dm[..., None]), kernel1[::-1, ::-1].reshape(9, -1)):
+    for tap, k in zip(same_windows(dm[..., None], 3), kernel1[::-1, ::-1].reshape(9, -1)):
         dx = dx + tap * k
     # d_kernel1[i, j] = Σ xp[h+i, w+j]·dm[h, w] = Σ x·(window (2-i, 2-j) of dm): the shifts on the
     # one-channel dm, and each sum over (B, H, W) keeps the G·c channels (then summed over G).
     b, h, w, g, c = x.shape
     d_kernel1 = jnp.stack([jnp.sum((x32 * window[..., None]).reshape(b, h, w, g * c), axis=(0, 1, 2))
-                           for window in _taps(dm)[::-1]]).reshape(3, 3, g, c).sum(axis=2)
+                           for window in same_windows(dm, 3)[::-1]]).reshape(3, 3, g, c).sum(axis=2)
     return (dx.astype(x.dtype), d_gate_h.astype(gate_h.dtype), d_gate_w.astype(gate_w.dtype),
             d_kernel1.astype(kernel1.dtype), d_coef.astype(coef.dtype), d_offset.astype(offset.dtype))
 

@@ -56,16 +56,19 @@ def depthwise_conv2d(x: jax.Array, kernel: jax.Array, impl: str = "auto") -> jax
     return _depthwise_by_shifts(x, kernel)
 
 
-def _padded(x, k: int):
-    return jnp.pad(x, ((0, 0), (k // 2, k // 2), (k // 2, k // 2), (0, 0)))
+def same_windows(t: jax.Array, k: int) -> list:
+    """The k² windows of a stride-1 'same' k×k conv over axes 1, 2 of t (B, H, W, ...), tap-major:
+    [tp[:, i:i+H, j:j+W] for i, j in 0..k-1], tp being t zero-padded by k // 2 on H and W."""
+    h, w = t.shape[1:3]
+    p = k // 2
+    tp = jnp.pad(t, ((0, 0), (p, p), (p, p)) + ((0, 0),) * (t.ndim - 3))
+    return [tp[:, i:i + h, j:j + w] for i in range(k) for j in range(k)]
 
 
 def _shifted_sum(x, kernel):
     """Σ_{i,j} xp[:, i:i+H, j:j+W] · kernel[i, j, 0] (xp: x zero-padded by k // 2)."""
-    k = kernel.shape[0]
-    h, w = x.shape[1:3]
-    xp = _padded(x, k)
-    taps = [xp[:, i:i + h, j:j + w, :] * kernel[i, j, 0].astype(x.dtype) for i in range(k) for j in range(k)]
+    taps = [window * tap for window, tap in
+            zip(same_windows(x, kernel.shape[0]), kernel[:, :, 0].reshape(-1, x.shape[-1]).astype(x.dtype))]
     return sum(taps[1:], taps[0])
 
 
@@ -83,13 +86,10 @@ def _depthwise_by_shifts_bwd(residuals, dy):
     dy is `materialised` first: XLA:CPU would otherwise fuse the whole chain that produces it into
     each of the k² taps, computing it k² times."""
     x, kernel = residuals
-    k = kernel.shape[0]
-    h, w = x.shape[1:3]
     dy = materialised(dy)
     dx = _shifted_sum(dy, kernel[::-1, ::-1])
-    xp = _padded(x, k)
-    dkernel = jnp.stack([jnp.sum(xp[:, i:i + h, j:j + w, :] * dy, axis=(0, 1, 2), dtype=jnp.float32)
-                         for i in range(k) for j in range(k)])
+    dkernel = jnp.stack([jnp.sum(window * dy, axis=(0, 1, 2), dtype=jnp.float32)
+                         for window in same_windows(x, kernel.shape[0])])
     return dx, dkernel.reshape(kernel.shape).astype(kernel.dtype)
 
 

@@ -32,7 +32,7 @@ def _statistics(x: jax.Array, groups: int | None) -> tuple[jax.Array, jax.Array]
     if groups is None:
         mean = jnp.mean(xg, axis=(0, 1, 2), keepdims=True)
         return mean, jnp.mean(jnp.square(xg - mean), axis=(0, 1, 2), keepdims=True)
-    mean = _group_mean(sum_hw(xg.reshape(x.shape)), groups, x.shape)
+    mean = _group_mean(sum_hw(x.astype(jnp.float32)), groups, x.shape)
     return mean, _group_mean(sum_hw(jnp.square(xg - mean).reshape(x.shape)), groups, x.shape)
 
 
@@ -104,7 +104,7 @@ def _norm_act_bwd(eps, groups, silu, residuals, cotangents):
 norm_act.defvjp(_norm_act_fwd, _norm_act_bwd)
 
 
-def _scale_and_bias(module: nn.Module, channels: int) -> tuple[jax.Array, jax.Array]:
+def scale_and_bias(module: nn.Module, channels: int) -> tuple[jax.Array, jax.Array]:
     """The per-channel params `scale` (ones) and `bias` (zeros), named as Flax's norms name them."""
     return (module.param("scale", nn.initializers.ones_init(), (channels,)),
             module.param("bias", nn.initializers.zeros_init(), (channels,)))
@@ -126,7 +126,7 @@ class BatchNormAct(nn.Module):
     @nn.compact
     def __call__(self, x):
         c = x.shape[-1]
-        scale, bias = _scale_and_bias(self, c)
+        scale, bias = scale_and_bias(self, c)
         running_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
         running_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
         dtype = self.dtype or x.dtype
@@ -152,6 +152,6 @@ class GroupNormSiLU(nn.Module):
     @nn.compact
     def __call__(self, x):
         c = x.shape[-1]
-        scale, bias = _scale_and_bias(self, c)
+        scale, bias = scale_and_bias(self, c)
         out, _, _ = norm_act(x, scale, bias, self.epsilon, self.num_groups, True)
         return out.astype(self.dtype or x.dtype)
