@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from lmsfa_jax.model import jit_inference
 from lmsfa_jax.nn.attention import EMA
 
 
@@ -45,8 +46,9 @@ def _value_and_grads(fn, variables, x, cotangent):
 
 @pytest.mark.parametrize("shape", [(2, 12, 10, 16), (1, 1, 3, 64)])
 def test_ema_equals_reference_values_and_gradients(shape):
-    """cg = 2 takes the slice-by-slice channel sum, cg = 8 the reduction; the 1-row image checks the
-    window sums where one row is both the first and the last."""
+    """cg = 2 takes the slice-by-slice channel sum when differentiated, cg = 8 the reduction; the
+    output is also checked undifferentiated (a reduction over c at any cg). The 1-row image checks
+    the window sums where one row is both the first and the last."""
     x = jax.random.normal(jax.random.PRNGKey(0), shape) * 2 + 0.3
     module = EMA()
     variables = _random_variables(module, x, 1)
@@ -54,6 +56,7 @@ def test_ema_equals_reference_values_and_gradients(shape):
     (ours, ours_grads), (theirs, theirs_grads) = (_value_and_grads(fn, variables, x, cotangent)
                                                   for fn in (module.apply, reference_ema))
     np.testing.assert_allclose(ours, theirs, rtol=2e-5, atol=2e-5)
+    np.testing.assert_allclose(jit_inference(module.apply)(variables, x), theirs, rtol=2e-5, atol=2e-5)
     for (path, got), (_, want) in zip(jax.tree_util.tree_leaves_with_path(ours_grads),
                                       jax.tree_util.tree_leaves_with_path(theirs_grads)):
         scale = float(jnp.max(jnp.abs(want))) or 1.0

@@ -26,6 +26,7 @@ import jax
 import numpy as np
 import pytest
 
+from lmsfa_jax.distributed import DEFAULT_TIMEOUT_S
 from lmsfa_jax.model import init_variables, model_from_config
 from lmsfa_jax.training import checkpoints
 from lmsfa_jax.training import optimizer as optimizer_lib
@@ -35,7 +36,10 @@ from shared_run import EPOCHS, RUN_ARGS, STEPS_PER_EPOCH, config as run_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CACHE_DIR = pathlib.Path(os.environ.get("LMSFA_JAX_CACHE_DIR", str(ROOT / ".jax_cache")))
-TIMEOUT_S = 15        # --distributed_timeout: a dead (or stalled) process is noticed after this long
+# --distributed_timeout: a dead (or stalled) process is noticed after this long. Short for the run
+# whose process is killed (the test waits for the survivor to notice); the default for the others,
+# whose processes may stall for a while on two shared cores (compiling beside another test).
+TIMEOUT_S = 15
 # Process 1 of the killed run: SIGKILLs itself as soon as the first checkpoint is on disk.
 DIE_AFTER_FIRST_CHECKPOINT = """
 import os, signal, time
@@ -116,7 +120,7 @@ class Processes:
     """The processes of one command, logging to files. A lone process has two CPU devices; several
     are one run (on a free port) of one device each."""
 
-    def __init__(self, log_dir: pathlib.Path, commands: list[list[str]]):
+    def __init__(self, log_dir: pathlib.Path, commands: list[list[str]], timeout_s: int):
         port, count = _free_port(), len(commands)
         env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES="2" if count == 1 else "1",
                    JAX_SHARE_BINARY_BETWEEN_HOSTS="true",
@@ -125,7 +129,7 @@ class Processes:
         self.procs = []
         for i, (command, log) in enumerate(zip(commands, self.logs)):
             flags = [f"--coordinator_address=127.0.0.1:{port}", f"--num_processes={count}",
-                     f"--process_id={i}", f"--distributed_timeout={TIMEOUT_S}"] if count > 1 else []
+                     f"--process_id={i}", f"--distributed_timeout={timeout_s}"] if count > 1 else []
             with log.open("w") as out:
                 self.procs.append(subprocess.Popen([sys.executable, *command, *flags], cwd=ROOT, env=env,
                                                    stdout=out, stderr=subprocess.STDOUT))
@@ -151,10 +155,10 @@ class Processes:
 
 
 @contextlib.contextmanager
-def _launch(log_dir: pathlib.Path, commands: list[list[str]]):
+def _launch(log_dir: pathlib.Path, commands: list[list[str]], timeout_s: int = DEFAULT_TIMEOUT_S):
     """Starts one run of len(commands) processes; kills whatever still runs at the end."""
     log_dir.mkdir(parents=True, exist_ok=True)
-    processes = Processes(log_dir, commands)
+    processes = Processes(log_dir, commands, timeout_s)
     try:
         yield processes
     finally:
@@ -221,14 +225,15 @@ def runs(tmp_path_factory):
     seed.wait()
     seed.close()
     with contextlib.ExitStack() as stack:
-        launch = lambda name, commands: stack.enter_context(_launch(base / f"logs_{name}", commands))  # noqa: E731
+        launch = lambda name, commands, **kw: stack.enter_context(_launch(base / f"logs_{name}", commands, **kw))  # noqa: E731
         marker = str(base / "compiled")
         gate = AFTER_MARK.format(marker=marker)
         single = launch("one", [_program(_train(one), _evaluate(one, one / "eval_one_process"),
                                          before=MARK_COMPILED.format(marker=marker))])
         uninterrupted = launch("two", [_program(_train(two), before=gate)] * 2)
         doomed = launch("killed", [_program(_train(killed), before=gate),
-                                   _program(_train(killed), before=gate + DIE_AFTER_FIRST_CHECKPOINT)])
+                                   _program(_train(killed), before=gate + DIE_AFTER_FIRST_CHECKPOINT)],
+                        timeout_s=TIMEOUT_S)
         survivor, victim = doomed.procs
         victim.wait(timeout=900)
         killed_at = time.monotonic()
