@@ -13,6 +13,21 @@ jax.config.update(
 )
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
+# The costliest test files (each compiles a train step; together half the suite's time), run first,
+# in this order, so that the two xdist workers (`-n 2 --dist loadfile`) finish together: left to
+# the end, they kept one worker busy for minutes after the other. The order also lets files that
+# share a compiled step (through the persistent cache) load it rather than compile it side by side:
+# test_train_devices' two-device step is test_multihost_training's, and
+# test_reliability_train_nonfinite's is test_train_loop's (last, to start once that has compiled it).
+COSTLIEST_FIRST = ("test_multihost_training.py", "test_benchmarks.py", "test_train_devices.py",
+                   "test_train_loop.py", "test_train_overfit.py", "test_reliability_train_nonfinite.py")
+
+
+def pytest_collection_modifyitems(items):
+    """Runs the files of COSTLIEST_FIRST first, in its order; the others keep theirs."""
+    rank = {name: i for i, name in enumerate(COSTLIEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
 
 @pytest.fixture(scope="session")
 def golden_dir():
