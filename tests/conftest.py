@@ -15,7 +15,7 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 # The costliest test files (each compiles a train step; together half the suite's time), run first,
 # in this order, so that the two xdist workers (`-n 2 --dist loadfile`) finish together: left to
-# the end, they kept one worker busy for minutes after the other. The order also lets files that
+# the end, they kept one worker busy for 70 s or more after the other. The order also lets files that
 # share a compiled step (through the persistent cache) load it rather than compile it side by side:
 # test_train_devices' two-device step is test_multihost_training's, and
 # test_reliability_train_nonfinite's is test_train_loop's (last, to start once that has compiled it).

@@ -28,11 +28,12 @@ def _statistics(x: jax.Array, groups: int | None) -> tuple[jax.Array, jax.Array]
     """Float32 mean and biased variance of x (B, H, W, C), shaped to broadcast against `_grouped(x)`:
     over (B, H, W) per channel for BatchNorm, over (H, W, C/G) per image and group for GroupNorm
     (from `sum_hw`: 3-7x faster on XLA:CPU than one reduction over (H, W, C/G))."""
-    xg = _grouped(x.astype(jnp.float32), groups)
+    x32 = x.astype(jnp.float32)
+    xg = _grouped(x32, groups)
     if groups is None:
         mean = jnp.mean(xg, axis=(0, 1, 2), keepdims=True)
         return mean, jnp.mean(jnp.square(xg - mean), axis=(0, 1, 2), keepdims=True)
-    mean = _group_mean(sum_hw(x.astype(jnp.float32)), groups, x.shape)
+    mean = _group_mean(sum_hw(x32), groups, x.shape)
     return mean, _group_mean(sum_hw(jnp.square(xg - mean).reshape(x.shape)), groups, x.shape)
 
 
