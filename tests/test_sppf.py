@@ -1,17 +1,12 @@
 """SPPF's max-pool (`nn.sppf.max_pool_same`): the values of one k×k reduce-window and its gradient."""
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from lmsfa_jax.model import jit_inference
+from lmsfa_jax.nn.sppf import _window_max as reduce_window_pool  # the one-reduce-window form
 from lmsfa_jax.nn.sppf import max_pool_same
-
-
-def reduce_window_pool(x, k):
-    p = k // 2
-    return nn.max_pool(x, (k, k), strides=(1, 1), padding=((p, p), (p, p)))
 
 
 # Small integers make ties common, as chained pools do (each pool's output has plateaus).
