@@ -3,7 +3,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmsfa_jax.nn.xla_hints import gradient_materialised, materialised, sum_hw
+from lmsfa_jax.nn.xla_hints import gradient_materialised, materialised, sum_hw, sums_over_bhw
 
 
 def test_sum_hw_equals_sum_over_h_and_w_with_a_broadcast_gradient():
@@ -12,6 +12,17 @@ def test_sum_hw_equals_sum_over_h_and_w_with_a_broadcast_gradient():
     weights = jax.random.normal(jax.random.PRNGKey(1), (2, 3, 4))
     grad = jax.grad(lambda x: jnp.sum(sum_hw(x) * weights))(x)
     np.testing.assert_array_equal(grad, jnp.broadcast_to(weights[:, None, None], x.shape))
+
+
+def test_sums_over_bhw_equals_each_sum_over_b_h_and_w():
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 7, 3, 4))
+    windows = [x[:, i:i + 3, j:j + 4] for i in range(3) for j in range(4)]    # overlapping, as a conv's taps
+    terms = [w * x[:, 1:4, 2:6] for w in windows]
+    got = jax.jit(sums_over_bhw)(terms)
+    assert len(got) == len(terms)
+    for g, t in zip(got, terms):
+        assert g.shape == (3, 4) and g.dtype == t.dtype
+        np.testing.assert_allclose(g, jnp.sum(t, axis=(0, 1, 2)), rtol=1e-5, atol=1e-5)
 
 
 def _three_consumers(x, hint):

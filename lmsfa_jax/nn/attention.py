@@ -24,7 +24,7 @@ import jax.numpy as jnp
 
 from lmsfa_jax.nn.conv import GN_EPS, TORCH_CONV_INIT, conv2d, same_windows
 from lmsfa_jax.nn.norm import scale_and_bias
-from lmsfa_jax.nn.xla_hints import gradient_materialised, materialised, sum_hw
+from lmsfa_jax.nn.xla_hints import gradient_materialised, materialised, sum_hw, sums_over_bhw
 
 EMA_GROUPS = 8
 
@@ -189,10 +189,11 @@ def _attend_bwd(residuals, d_out):
     for tap, k in zip(same_windows(dm[..., None], 3), kernel1[::-1, ::-1].reshape(9, -1)):
         dx = dx + tap * k
     # d_kernel1[i, j] = Σ xp[h+i, w+j]·dm[h, w] = Σ x·(window (2-i, 2-j) of dm): the shifts on the
-    # one-channel dm, and each sum over (B, H, W) keeps the G·c channels (then summed over G).
+    # one-channel dm, and each sum over (B, H, W) keeps the G·c channels (then summed over G); the
+    # nine sums in one pass (`sums_over_bhw`).
     b, h, w, g, c = x.shape
-    d_kernel1 = jnp.stack([jnp.sum((x32 * window[..., None]).reshape(b, h, w, g * c), axis=(0, 1, 2))
-                           for window in same_windows(dm, 3)[::-1]]).reshape(3, 3, g, c).sum(axis=2)
+    d_kernel1 = jnp.stack(sums_over_bhw([(x32 * window[..., None]).reshape(b, h, w, g * c)
+                                         for window in same_windows(dm, 3)[::-1]])).reshape(3, 3, g, c).sum(axis=2)
     return (dx.astype(x.dtype), d_gate_h.astype(gate_h.dtype), d_gate_w.astype(gate_w.dtype),
             d_kernel1.astype(kernel1.dtype), d_coef.astype(coef.dtype), d_offset.astype(offset.dtype))
 

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 
 from lmsfa_jax.nn.conv_ops import conv_general_dilated
 from lmsfa_jax.nn.norm import BatchNormAct, GroupNormSiLU
-from lmsfa_jax.nn.xla_hints import materialised
+from lmsfa_jax.nn.xla_hints import materialised, sums_over_bhw
 
 BN_EPS = 1e-3
 BN_MOMENTUM = 0.97  # Flax convention: running = momentum * running + (1 - momentum) * batch.
@@ -82,14 +82,15 @@ def _depthwise_by_shifts_fwd(x, kernel):
 
 
 def _depthwise_by_shifts_bwd(residuals, dy):
-    """dx: the same shifted sum of dy with the kernel flipped; dkernel[i, j] = Σ xp-tap(i, j) · dy.
+    """dx: the same shifted sum of dy with the kernel flipped; dkernel[i, j] = Σ xp-tap(i, j) · dy, the
+    nine sums in one pass (`sums_over_bhw`).
     dy is `materialised` first: XLA:CPU would otherwise fuse the whole chain that produces it into
     each of the k² taps, computing it k² times."""
     x, kernel = residuals
     dy = materialised(dy)
     dx = _shifted_sum(dy, kernel[::-1, ::-1])
-    dkernel = jnp.stack([jnp.sum(window * dy, axis=(0, 1, 2), dtype=jnp.float32)
-                         for window in same_windows(x, kernel.shape[0])])
+    dkernel = jnp.stack(sums_over_bhw([window.astype(jnp.float32) * dy.astype(jnp.float32)
+                                       for window in same_windows(x, kernel.shape[0])]))
     return dx, dkernel.reshape(kernel.shape).astype(kernel.dtype)
 
 
