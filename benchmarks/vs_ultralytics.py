@@ -7,7 +7,9 @@
 Both run on the same random batch (`--objects` objects per image). For each size, the two
 contenders' calls alternate (so drift in machine load hits both) and each line reports the
 medians and the median of the per-pair time ratios (ours / theirs):
-  model forward+backward   sum of squares of the raw train-mode outputs, no loss
+  model forward+backward   sum of squares of the raw train-mode outputs, no loss; also timed for
+                           LMSF-A itself in PyTorch (benchmarks/lmsfa_torch.py, checked against
+                           ../shared/golden first), which tells the network's cost from the framework's
   loss forward, fwd+bwd    our segmentation_loss vs Ultralytics' v8SegmentationLoss (per-instance
                            masks), on fixed head outputs; fwd+bwd differentiates the head outputs
   train step               forward, loss, backward and an SGD step every iteration (Ultralytics:
@@ -129,6 +131,13 @@ class Ours:
         jax.block_until_ready((self.state, metrics))
 
 
+def torch_model_fb(model, images) -> None:
+    """Forward+backward of a PyTorch segmentation model: sum of squares of its raw train-mode outputs."""
+    model.zero_grad(set_to_none=True)
+    feats, coef, protos = model(images)
+    (sum((f ** 2).sum() for f in feats) + (coef ** 2).sum() + (protos ** 2).sum()).backward()
+
+
 class Theirs:
     """Ultralytics YOLOv8n-seg (yolov8n-seg.yaml, nc=4): model fwd+bwd, v8SegmentationLoss, step."""
 
@@ -161,9 +170,7 @@ class Theirs:
                 "bboxes": cat(boxes, np.float32), "masks": cat(masks, np.uint8)}
 
     def run_model_fb(self):
-        self.model.zero_grad(set_to_none=True)
-        feats, coef, protos = self.model(self.images)
-        (sum((f ** 2).sum() for f in feats) + (coef ** 2).sum() + (protos ** 2).sum()).backward()
+        torch_model_fb(self.model, self.images)
 
     def fixed_outputs(self):
         with self.torch.no_grad():
@@ -188,9 +195,10 @@ class Theirs:
         self.optimizer.step()
 
 
-def compare_size(size: int, args, torch, ultralytics_modules) -> None:
+def compare_size(size: int, args, torch, ultralytics_modules, lmsfa_torch) -> None:
     batch = batches.random_batch(args.batch, size, args.objects, args.max_instances[0])
     ours, theirs = Ours(batch, args.max_instances[0]), Theirs(batch, torch, ultralytics_modules)
+    torch_lmsfa = lmsfa_torch.build_model(batches.NUM_CLASSES)
     ours.compile_model_and_loss()
     theirs.fixed_outputs()
     print(f"\nbatch {args.batch} at {size} px, {args.objects} objects/image; compile s: "
@@ -198,14 +206,20 @@ def compare_size(size: int, args, torch, ultralytics_modules) -> None:
     print(f"{'':28}{'lmsfa_jax ms':>14}{'ultralytics ms':>16}{'ours/theirs':>13}")
     rows = {}
     for what in ("model_fb", "loss_f", "loss_fb", "step"):
-        times = alternate({"ours": getattr(ours, f"run_{what}"), "theirs": getattr(theirs, f"run_{what}")},
-                          args.runs)
+        contenders = {"ours": getattr(ours, f"run_{what}"), "theirs": getattr(theirs, f"run_{what}")}
+        if what == "model_fb":
+            contenders["torch_lmsfa"] = lambda: torch_model_fb(torch_lmsfa, theirs.images)
+        times = alternate(contenders, args.runs)
         rows[what] = times
         label = {"model_fb": "model forward+backward", "loss_f": "loss forward", "loss_fb": "loss forward+backward",
                  "step": "train step (SGD)"}[what]
         print(f"{label:<28}{1e3 * statistics.median(times['ours']):>14.1f}"
               f"{1e3 * statistics.median(times['theirs']):>16.1f}{ratio(times['ours'], times['theirs']):>12.2f}x",
               flush=True)
+    same_network = rows["model_fb"]["torch_lmsfa"]
+    print(f"model forward+backward of LMSF-A in PyTorch (benchmarks/lmsfa_torch.py): "
+          f"{1e3 * statistics.median(same_network):.1f} ms, {ratio(same_network, rows['model_fb']['theirs']):.2f}x "
+          f"Ultralytics'; ours/PyTorch's on the same network {ratio(rows['model_fb']['ours'], same_network):.2f}x")
     share = lambda who: 100 * statistics.median(rows["loss_fb"][who]) / statistics.median(rows["model_fb"][who])  # noqa: E731
     print(f"loss fwd+bwd / model fwd+bwd: ours {share('ours'):.1f} %, theirs {share('theirs'):.1f} %")
     for m in args.max_instances[1:]:
@@ -240,6 +254,22 @@ def compare_inference(size: int, runs: int, torch, ultralytics_modules) -> None:
           f"ours/theirs {ratio(times['ours'], times['theirs']):.2f}x")
 
 
+def check_torch_lmsfa(lmsfa_torch, tolerance: float = 1e-3) -> None:
+    """Prints how far benchmarks/lmsfa_torch.py is from the golden tensors; InputError beyond
+    `tolerance` × each output's largest magnitude, or without the golden file."""
+    if not lmsfa_torch.GOLDEN_NPZ.is_file():
+        raise InputError(f"{lmsfa_torch.GOLDEN_NPZ}: golden data not found; it checks PyTorch's LMSF-A "
+                         "(../shared/golden beside the checkout)")
+    worst = max((diff / scale, name) for name, (diff, scale) in lmsfa_torch.golden_differences(
+        lmsfa_torch.GOLDEN_NPZ).items() if scale > 0)
+    params = lmsfa_torch.count_parameters(lmsfa_torch.build_model(batches.NUM_CLASSES))
+    print(f"LMSF-A in PyTorch: {params:,} parameters; against the golden tensors, largest difference "
+          f"{worst[0]:.1e} of the output's magnitude ({worst[1]})")
+    if worst[0] > tolerance:
+        raise InputError(f"benchmarks/lmsfa_torch.py does not match the golden tensors: {worst[1]} differs by "
+                         f"{worst[0]:.1e} of its magnitude (tolerance {tolerance:g})")
+
+
 def define_flags(flag_values):
     flags.DEFINE_list("sizes", ["640", "320"], "image sizes", flag_values=flag_values)
     flags.DEFINE_integer("batch", 8, "batch size", flag_values=flag_values)
@@ -271,8 +301,10 @@ def main(argv=None):
           f"PyTorch {torch.__version__} ({torch.get_num_threads()} threads); Ultralytics {ultralytics.__version__}; "
           f"huge pages for large host buffers: {'on' if host_memory.huge_pages_enabled() else 'off'} (both)")
     modules = (SegmentationModel, v8SegmentationLoss)
+    import lmsfa_torch  # pylint: disable=g-import-not-at-top
+    check_torch_lmsfa(lmsfa_torch)
     for size in args.sizes:
-        compare_size(size, args, torch, modules)
+        compare_size(size, args, torch, modules, lmsfa_torch)
     if args.inference_size:
         compare_inference(args.inference_size, args.inference_runs, torch, modules)
 
