@@ -39,16 +39,19 @@ def max_pool_same(x, k: int):
     return _line_max(_line_max(x, k, 2), k, 1)
 
 
-def _first_max_along(x, k: int, axis: int, carried):
+def _first_max_along(x, k: int, axis: int, carried=None):
     """Over each k-window along `axis` (stride 1, padded by k//2 with −inf): the maximum, the
-    offset 0…k−1 of its first occurrence (int32) and `carried` (x's shape) taken at that offset."""
-    x_taps, carried_taps = _window_taps(x, k, axis, -jnp.inf), _window_taps(carried, k, axis)
+    offset 0…k−1 of its first occurrence (int32) and, if given, `carried` (x's shape) taken at that
+    offset (else None)."""
+    x_taps = _window_taps(x, k, axis, -jnp.inf)
+    carried_taps = [None] * k if carried is None else _window_taps(carried, k, axis)
     best, offset, taken = x_taps[0], jnp.zeros(x.shape, jnp.int32), carried_taps[0]
     for i in range(1, k):
         later_wins = x_taps[i] > best                      # strictly: a tie keeps the first
         best = jnp.where(later_wins, x_taps[i], best)
         offset = jnp.where(later_wins, i, offset)
-        taken = jnp.where(later_wins, carried_taps[i], taken)
+        if carried is not None:
+            taken = jnp.where(later_wins, carried_taps[i], taken)
     return best, offset, taken
 
 
@@ -56,7 +59,7 @@ def _first_max_offsets(x, k: int):
     """Where each k×k window of x (B, H, W, C) (stride 1, −inf padding) has its first maximum in
     row-major order, as row offset · k + column offset within the window, int32 (B, H, W, C): the
     first maximum of each row segment along W, then the first row whose maximum is the window's."""
-    row_max, column, _ = _first_max_along(x, k, 2, jnp.zeros(x.shape, jnp.int32))
+    row_max, column, _ = _first_max_along(x, k, 2)
     _, row, column = _first_max_along(row_max, k, 1, column)
     return row * k + column
 
