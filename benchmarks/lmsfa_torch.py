@@ -25,9 +25,9 @@ GOLDEN_NPZ = pathlib.Path(__file__).resolve().parents[2] / "shared" / "golden" /
 class Conv(nn.Module):
     """Conv2d (no bias, padding k//2) -> BatchNorm2d -> SiLU."""
 
-    def __init__(self, c1, c2, k=1, s=1, g=1):
+    def __init__(self, c1, c2, k=1, s=1):
         super().__init__()
-        self.conv = nn.Conv2d(c1, c2, k, s, k // 2, groups=g, bias=False)
+        self.conv = nn.Conv2d(c1, c2, k, s, k // 2, bias=False)
         self.bn = nn.BatchNorm2d(c2)
         self.act = nn.SiLU()
 
@@ -38,9 +38,9 @@ class Conv(nn.Module):
 class ConvGN(nn.Module):
     """Conv2d (no bias, padding k//2) -> GroupNorm(16) -> SiLU (the head's Conv_GN)."""
 
-    def __init__(self, c1, c2, k=1, s=1, g=1):
+    def __init__(self, c1, c2, k=1):
         super().__init__()
-        self.conv = nn.Conv2d(c1, c2, k, s, k // 2, groups=g, bias=False)
+        self.conv = nn.Conv2d(c1, c2, k, 1, k // 2, bias=False)
         self.gn = nn.GroupNorm(16, c2)
         self.act = nn.SiLU()
 
@@ -49,11 +49,12 @@ class ConvGN(nn.Module):
 
 
 class Conv2dBN(nn.Sequential):
-    """RepViT's Conv2d_BN: conv (no bias) 'c' followed by BatchNorm2d 'bn', no activation."""
+    """RepViT's Conv2d_BN: conv (no bias, stride 1, padding k//2) 'c' followed by BatchNorm2d 'bn',
+    no activation."""
 
-    def __init__(self, c1, c2, k=1, s=1, p=0, g=1, bn_weight_init=1.0):
+    def __init__(self, c1, c2, k=1, g=1, bn_weight_init=1.0):
         super().__init__()
-        self.add_module("c", nn.Conv2d(c1, c2, k, s, p, groups=g, bias=False))
+        self.add_module("c", nn.Conv2d(c1, c2, k, 1, k // 2, groups=g, bias=False))
         self.add_module("bn", nn.BatchNorm2d(c2))
         nn.init.constant_(self.bn.weight, bn_weight_init)
         nn.init.constant_(self.bn.bias, 0.0)
@@ -76,7 +77,7 @@ class RepVGGDW(nn.Module):
 
     def __init__(self, c):
         super().__init__()
-        self.conv = Conv2dBN(c, c, 3, 1, 1, g=c)
+        self.conv = Conv2dBN(c, c, 3, g=c)
         self.conv1 = nn.Conv2d(c, c, 1, 1, 0, groups=c, bias=True)
         self.bn = nn.BatchNorm2d(c)
 
