@@ -5,7 +5,8 @@
         [--max_instances 64,256] [--inference_size 640] [--threads N] [--profile 25]
 
 Both run on the same random batch (`--objects` objects per image). For each size, the two
-contenders' calls alternate (so drift in machine load hits both) and each line reports the
+contenders' calls alternate (so drift in machine load hits both; each timed call right after an
+untimed one of the same contender, as a training loop's steps follow each) and each line reports the
 medians and the median of the per-pair time ratios (ours / theirs):
   model forward+backward   sum of squares of the raw train-mode outputs, no loss; also timed for
                            LMSF-A itself in PyTorch (benchmarks/lmsfa_torch.py, checked against
@@ -17,7 +18,9 @@ medians and the median of the per-pair time ratios (ours / theirs):
 then our loss fwd+bwd as a share of our model fwd+bwd, our train step with `max_instances`
 256 against 64 (same objects), batch-1 inference at --inference_size (our re-parameterised
 deploy model against Ultralytics' fused eager model), and the costliest XLA ops of our train step.
-Ultralytics' model is built from yolov8n-seg.yaml (nc=4), without downloading weights.
+Ultralytics' model is built from yolov8n-seg.yaml (nc=4), without downloading weights. Like `train`,
+it re-executes itself with huge pages for large host buffers (`lmsfa_jax.host_memory`), which hold
+for both contenders; its first line says whether they are on.
 """
 import copy
 import os
@@ -51,19 +54,25 @@ def seconds(fn) -> float:
     return time.perf_counter() - start
 
 
-PAUSE_S = 0.5  # idle time before each timed call: XLA's worker threads spin on after a JAX call
+PAUSE_S = 0.5  # idle time before each contender's turn: XLA's worker threads spin on after a JAX call
 
 
 def alternate(contenders: dict, runs: int) -> dict:
-    """name -> zero-argument callable (blocking). One warm-up call each, then `runs` rounds of
-    one call each in turn, each after a pause that lets the other runtime's threads go idle
-    (without it PyTorch's times on 2 cores come out several times too long) -> name -> seconds."""
-    for fn in contenders.values():
-        fn()
+    """name -> zero-argument callable (blocking). `runs` rounds in which each contender in turn, after a
+    pause that lets the other runtime's threads go idle (without it PyTorch's times on 2 cores come
+    out several times too long), makes an untimed call and then the timed one -> name -> seconds.
+
+    The untimed call puts each timed one where a training loop's step is: right after its own
+    previous call. Host memory that a process has freed and left unused for a few seconds costs much
+    more to fault in again on the 2-core CPU machine (our model's forward+backward at batch 8, 640 px:
+    6.4 s after 9 s idle, 4.0 s after 0.5 s, kernel time 4.6 against 0.5 s), and XLA:CPU frees its
+    multi-GB buffers after every call, while PyTorch's allocator keeps them: timed right after the
+    other contender's turn, ours paid for the pause and theirs did not."""
     times = {name: [] for name in contenders}
     for _ in range(runs):
         for name, fn in contenders.items():
             time.sleep(PAUSE_S)
+            fn()
             times[name].append(seconds(fn))
     return times
 
@@ -276,9 +285,9 @@ def define_flags(flag_values):
     flags.DEFINE_integer("objects", 20, "objects per image", flag_values=flag_values)
     flags.DEFINE_list("max_instances", ["64", "256"],
                       "GT slots: the first for every comparison, the others against it", flag_values=flag_values)
-    flags.DEFINE_integer("runs", 5, "alternating timed rounds after a warm-up", flag_values=flag_values)
+    flags.DEFINE_integer("runs", 5, "alternating rounds (each contender: an untimed, then a timed call)", flag_values=flag_values)
     flags.DEFINE_integer("inference_size", 640, "0 skips the inference comparison", flag_values=flag_values)
-    flags.DEFINE_integer("inference_runs", 20, "alternating timed inference rounds", flag_values=flag_values)
+    flags.DEFINE_integer("inference_runs", 20, "alternating inference rounds (as --runs)", flag_values=flag_values)
     flags.DEFINE_integer("threads", os.cpu_count(), "PyTorch intra-op threads", flag_values=flag_values)
     flags.DEFINE_integer("profile", 25, "list this many costliest XLA ops of our train step at the first size "
                          "(0: none)", flag_values=flag_values)
@@ -310,4 +319,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(main, huge_pages=True)   # as `train` runs; the same process settings for both contenders

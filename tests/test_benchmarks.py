@@ -1,5 +1,6 @@
 """The benchmarks run: the accelerator check at a tiny size on CPU, the checkpoint save timing, the
-XLA op profile of a small program, and the Ultralytics comparison's message when its extra is missing."""
+XLA op profile of a small program, and the Ultralytics comparison's message when its extra is missing
+and the order of its calls."""
 import importlib.util
 import json
 import pathlib
@@ -15,6 +16,7 @@ sys.path.insert(0, str(BENCHMARKS))
 
 import accelerator  # noqa: E402
 import checkpoint  # noqa: E402
+import vs_ultralytics  # noqa: E402
 import xla_profile  # noqa: E402
 
 
@@ -61,3 +63,14 @@ def test_vs_ultralytics_without_the_bench_extra_says_how_to_install_it():
     assert run.returncode == 1
     assert run.stderr.strip().splitlines()[-1].startswith("error: No module named 'torch'")
     assert "pip install -e '.[bench]'" in run.stderr
+
+
+def test_vs_ultralytics_times_each_call_right_after_an_untimed_one_of_its_own(monkeypatch):
+    monkeypatch.setattr(vs_ultralytics, "PAUSE_S", 0.0)
+    calls = []
+    durations = iter([0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08])   # a call's own length, in turn
+    monkeypatch.setattr(vs_ultralytics, "seconds", lambda fn: (fn(), next(durations))[1])
+    times = vs_ultralytics.alternate({"ours": lambda: calls.append("ours"),
+                                      "theirs": lambda: calls.append("theirs")}, runs=2)
+    assert calls == ["ours", "ours", "theirs", "theirs"] * 2
+    assert times == {"ours": [0.01, 0.03], "theirs": [0.02, 0.04]}
