@@ -285,7 +285,8 @@ def define_flags(flag_values):
     flags.DEFINE_integer("objects", 20, "objects per image", flag_values=flag_values)
     flags.DEFINE_list("max_instances", ["64", "256"],
                       "GT slots: the first for every comparison, the others against it", flag_values=flag_values)
-    flags.DEFINE_integer("runs", 5, "alternating rounds (each contender: an untimed, then a timed call)", flag_values=flag_values)
+    flags.DEFINE_integer("runs", 5, "alternating rounds (each contender: an untimed, then a timed call)",
+                         flag_values=flag_values)
     flags.DEFINE_integer("inference_size", 640, "0 skips the inference comparison", flag_values=flag_values)
     flags.DEFINE_integer("inference_runs", 20, "alternating inference rounds (as --runs)", flag_values=flag_values)
     flags.DEFINE_integer("threads", os.cpu_count(), "PyTorch intra-op threads", flag_values=flag_values)

@@ -68,7 +68,7 @@ def test_vs_ultralytics_without_the_bench_extra_says_how_to_install_it():
 def test_vs_ultralytics_times_each_call_right_after_an_untimed_one_of_its_own(monkeypatch):
     monkeypatch.setattr(vs_ultralytics, "PAUSE_S", 0.0)
     calls = []
-    durations = iter([0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08])   # a call's own length, in turn
+    durations = iter([0.01, 0.02, 0.03, 0.04])   # the timed calls' lengths, in turn
     monkeypatch.setattr(vs_ultralytics, "seconds", lambda fn: (fn(), next(durations))[1])
     times = vs_ultralytics.alternate({"ours": lambda: calls.append("ours"),
                                       "theirs": lambda: calls.append("theirs")}, runs=2)
